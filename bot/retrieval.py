@@ -1,0 +1,374 @@
+"""Find the knowledge-base entries that answer a question, or decide none does.
+
+Order of work, cheapest and most certain first:
+1. exact lookups (error codes in any spelling, numeric codes, pasted error
+   messages with concrete values where the document has placeholders), because
+   neither keyword nor vector search is reliable on identifiers;
+2. hybrid search: BM25 and dense (MiniLM) rankings fused per entry;
+3. abstention from combined signals when no exact lookup fired.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict
+
+from bot.answer_types import Filters
+from bot.config import RetrievalSettings
+from ingest.entries import Entry
+from ingest.index import KnowledgeIndex, embed_query
+from ingest.keyword import STOPWORDS, normalize_text, tokenize
+
+# Words that say "error" without saying which one: a message made only of these
+# (like ERROR_MESSAGE's "Error message:") is too generic for an exact lookup.
+GENERIC_WORDS = frozenset({"error", "errors", "message", "messages", "failed", "fail", "warning"})
+_QUOTED = re.compile(r"[\"“”]([^\"“”]{3,})[\"“”]")
+_NON_WORD = re.compile(r"[^\w]+", re.UNICODE)
+_DIGITS = re.compile(r"\b\d{4,}\b")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved entry with the signals behind it."""
+
+    entry: Entry
+    score: float
+    dense: float = 0.0
+    bm25: float = 0.0
+    overlap: float = 0.0
+    exact: str | None = None  # "code", "numeric" or "message" for exact lookups
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """The outcome of one retrieval: ranked hits, or an abstention with its reason."""
+
+    query: str
+    hits: tuple[Hit, ...]
+    abstained: bool
+    reason: str = ""
+    signals: dict[str, float] = field(default_factory=dict)
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in _NON_WORD.split(normalize_text(text).replace("_", " ")) if w]
+
+
+def system_names_of(entry: Entry) -> tuple[str, ...]:
+    """Systems an entry concerns, including the system its section is about."""
+    names = list(entry.systems)
+    if entry.kind == "error_code" and entry.section:
+        first = entry.section.split()[0]
+        if first.lower() not in ("general", "common") and first not in names:
+            names.append(first)
+    return tuple(names)
+
+
+def systems_of(entries: Iterable[Entry]) -> list[str]:
+    """Distinct named systems across entries (sorted), for filter menus."""
+    found: dict[str, str] = {}
+    for e in entries:
+        for name in system_names_of(e):
+            if name and name[0].isupper() and len(name) < 30:
+                found.setdefault(name.casefold(), name)
+    return sorted(found.values(), key=str.casefold)
+
+
+def matches_filters(entry: Entry, filters: Filters | None) -> bool:
+    """True when the entry passes every given filter (case-insensitive)."""
+    if filters is None or filters.is_empty():
+        return True
+    if filters.kind and entry.kind not in {k.casefold() for k in filters.kind}:
+        return False
+    if filters.severity and (entry.severity or "").casefold() not in {
+        s.casefold() for s in filters.severity
+    }:
+        return False
+    if filters.system:
+        haystack = " ".join((*system_names_of(entry), entry.systems_text or "")).casefold()
+        if not any(s.casefold() in haystack for s in filters.system):
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class _Template:
+    entry_id: str
+    pattern: re.Pattern[str]
+    words: int
+
+
+def _template_pattern(message: str) -> re.Pattern[str] | None:
+    """Compile a document message into a tolerant pattern over normalised words.
+
+    ``X`` in the document is a placeholder for a concrete value; ``a/b`` accepts
+    either word or both; punctuation, case and spacing are ignored.
+    """
+    raw = normalize_text(message)
+    parts: list[str] = []
+    for token in raw.split():
+        token = token.strip(".,:;!?()\"'“”")
+        if not token:
+            continue
+        if token == "x":
+            parts.append(r"\S+")
+        elif "/" in token:
+            alts = [re.escape(" ".join(_words(a))) for a in token.split("/") if _words(a)]
+            parts.append("(?:" + "|".join([*alts, r"\s".join(alts)]) + ")")
+        else:
+            words = _words(token)
+            if words:
+                parts.append(r"\s".join(re.escape(w) for w in words))
+    content = [w for w in _words(message) if w != "x" and w not in GENERIC_WORDS]
+    if len(parts) < 2 or not [w for w in content if w not in STOPWORDS]:
+        return None
+    return re.compile(r"(?<!\w)" + r"\s+".join(parts) + r"(?!\w)")
+
+
+def _messages_of(entry: Entry) -> list[str]:
+    found = list(entry.messages())
+    # Pattern titles often quote the message itself: "Invalid grant", "Loaded 0 Articles".
+    found.extend(m.group(1) for m in _QUOTED.finditer(entry.title))
+    return found
+
+
+class HybridRetriever:
+    """Exact lookup, then BM25 + dense fusion, then abstention."""
+
+    def __init__(
+        self, index: KnowledgeIndex, embedder: Embeddings, settings: RetrievalSettings
+    ) -> None:
+        self.index = index
+        self.embedder = embedder
+        self.settings = settings
+        self.entries = index.entries
+        self._chunk_entry = np.array(
+            [self._entry_pos[c.entry_id] for c in index.chunks], dtype=np.int64
+        )
+        self._entry_tokens = [set() for _ in self.entries]
+        for pos, tokens in zip(self._chunk_entry, index.chunk_tokens, strict=True):
+            self._entry_tokens[pos].update(tokens)
+        self._vocabulary = sorted({t for toks in self._entry_tokens for t in toks})
+
+    @cached_property
+    def _entry_pos(self) -> dict[str, int]:
+        return {e.id: i for i, e in enumerate(self.entries)}
+
+    @cached_property
+    def _code_words(self) -> list[tuple[str, str, str]]:
+        """(entry id, code as spaced words, code tail without its system prefix)."""
+        out = []
+        for e in self.entries:
+            if e.code:
+                words = " ".join(_words(e.code))
+                tail = " ".join(_words(e.code)[1:])
+                out.append((e.id, words, tail))
+        return out
+
+    @cached_property
+    def _templates(self) -> list[_Template]:
+        out = []
+        for e in self.entries:
+            for message in _messages_of(e):
+                pattern = _template_pattern(message)
+                if pattern is not None:
+                    out.append(_Template(e.id, pattern, len(_words(message))))
+        return out
+
+    # -- exact lookups -------------------------------------------------------
+
+    def exact_lookup(self, query: str) -> list[tuple[str, str]]:
+        """Entry ids found by identifier or message, strongest evidence first."""
+        text = " ".join(_words(query))
+        found: list[tuple[str, str, int]] = []  # (entry id, how, strength)
+        underscored = {" ".join(_words(t)) for t in re.findall(r"\w+_\w+", normalize_text(query))}
+        for entry_id, words, tail in self._code_words:
+            if re.search(rf"(?<!\w){re.escape(words)}(?!\w)", text):
+                found.append((entry_id, "code", 1000))
+            elif tail.count(" ") >= 1 and tail in underscored:
+                # "fiscal_year error": the underscore marks it as a code fragment.
+                found.append((entry_id, "code", 900))
+        numbers = set(_DIGITS.findall(query))
+        for e in self.entries:
+            if e.numeric_code and e.numeric_code in numbers:
+                found.append((e.id, "numeric", 950))
+        for t in self._templates:
+            if t.pattern.search(text):
+                # Longer messages are more specific evidence.
+                found.append((t.entry_id, "message", 500 + t.words))
+        best: dict[str, tuple[str, int]] = {}
+        for entry_id, how, strength in found:
+            if entry_id not in best or strength > best[entry_id][1]:
+                best[entry_id] = (how, strength)
+        ranked = sorted(best.items(), key=lambda kv: -kv[1][1])
+        return [(entry_id, how) for entry_id, (how, _) in ranked]
+
+    # -- search ---------------------------------------------------------------
+
+    def _correct(self, tokens: list[str]) -> list[str]:
+        """Map unknown (likely misspelt) tokens to close vocabulary words."""
+        vocab = set(self._vocabulary)
+        out = []
+        for t in tokens:
+            if t in vocab or len(t) < 4 or t.isdigit():
+                out.append(t)
+                continue
+            close = difflib.get_close_matches(t, self._vocabulary, n=1, cutoff=0.8)
+            out.append(close[0] if close else t)
+        return out
+
+    def _entry_scores(self, query: str, tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Best dense and BM25 score per entry (max over the entry's chunks)."""
+        n = len(self.entries)
+        dense = np.full(n, -1.0, dtype=np.float32)
+        bm25 = np.zeros(n, dtype=np.float32)
+        if self.settings.mode != "bm25":
+            chunk_dense = self.index.dense_scores(embed_query(self.embedder, query))
+            np.maximum.at(dense, self._chunk_entry, chunk_dense)
+        if self.settings.mode != "dense":
+            chunk_bm25 = self.index.bm25.scores(tokens)
+            np.maximum.at(bm25, self._chunk_entry, chunk_bm25)
+        return dense, bm25
+
+    def _fuse(self, dense: np.ndarray, bm25: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+        """Reciprocal-rank fusion of the two per-entry rankings (disallowed = -inf)."""
+        s = self.settings
+        fused = np.zeros(len(self.entries), dtype=np.float64)
+        for scores, weight, used in (
+            (dense, s.dense_weight, s.mode != "bm25"),
+            (bm25, s.bm25_weight, s.mode != "dense"),
+        ):
+            if not used or weight == 0:
+                continue
+            masked = np.where(allowed, scores, -np.inf)
+            order = np.argsort(-masked, kind="stable")[: s.candidates]
+            for rank, pos in enumerate(order):
+                if np.isfinite(masked[pos]) and (scores is dense or scores[pos] > 0):
+                    fused[pos] += weight / (s.rrf_k + rank + 1)
+        return np.where(allowed, fused, -np.inf)
+
+    def overlap(self, tokens: list[str], entry_pos: int) -> float:
+        """Share of the query's content tokens that occur in the entry."""
+        content = [t for t in tokens if t not in GENERIC_WORDS]
+        if not content:
+            return 0.0
+        hits = sum(1 for t in content if t in self._entry_tokens[entry_pos])
+        return hits / len(content)
+
+    def retrieve(
+        self,
+        query: str,
+        k: int | None = None,
+        filters: Filters | None = None,
+        prefer: Sequence[str] = (),
+    ) -> Retrieval:
+        """Rank entries for ``query``; ``prefer`` lists entry ids from the conversation so far."""
+        s = self.settings
+        k = k or s.top_k
+        allowed = np.array([matches_filters(e, filters) for e in self.entries], dtype=bool)
+        tokens = self._correct(tokenize(query))
+        dense, bm25 = self._entry_scores(query, tokens)
+        fused = self._fuse(dense, bm25, allowed)
+        for entry_id in prefer:
+            pos = self._entry_pos.get(entry_id)
+            if pos is not None and allowed[pos]:
+                # Conversation context: keep an earlier answer's entry in contention.
+                fused[pos] += 1.0 / (s.rrf_k + 1)
+
+        def hit(pos: int, score: float, exact: str | None = None) -> Hit:
+            return Hit(
+                entry=self.entries[pos],
+                score=float(score),
+                dense=float(dense[pos]),
+                bm25=float(bm25[pos]),
+                overlap=self.overlap(tokens, pos),
+                exact=exact,
+            )
+
+        exact = [
+            (self._entry_pos[eid], how)
+            for eid, how in self.exact_lookup(query)
+            if allowed[self._entry_pos[eid]]
+        ]
+        order = [int(p) for p in np.argsort(-fused, kind="stable") if np.isfinite(fused[p])]
+        best_fused = fused[order[0]] if order else 0.0
+        if exact:
+            hits = [hit(pos, 1.0, how) for pos, how in exact[:k]]
+            return Retrieval(query, tuple(hits), False, "exact", {"exact": len(exact)})
+        if not order:
+            return Retrieval(query, (), True, "nothing matches the filters")
+
+        top = order[0]
+        signals = {
+            "fused": float(best_fused),
+            "dense": float(dense[top]),
+            "bm25": float(bm25[top]),
+            "overlap": self.overlap(tokens, top),
+            "margin": float(best_fused - fused[order[1]]) if len(order) > 1 else float(best_fused),
+        }
+        reason = self._abstain_reason(signals)
+        if reason:
+            return Retrieval(query, (), True, reason, signals)
+        hits = [hit(top, best_fused)]
+        for pos in order[1:k]:
+            if fused[pos] >= s.related_ratio * best_fused:
+                hits.append(hit(pos, fused[pos]))
+        return Retrieval(query, tuple(hits), False, "search", signals)
+
+    def _abstain_reason(self, sig: dict[str, float]) -> str:
+        s = self.settings
+        if s.mode == "bm25":
+            if sig["overlap"] < max(s.min_overlap, 0.5):
+                return "too few of the question's words occur in any entry"
+            return ""
+        if sig["dense"] < s.min_dense:
+            return f"best similarity {sig['dense']:.2f} is below {s.min_dense}"
+        if sig["overlap"] < s.min_overlap and sig["dense"] < s.min_dense + 0.15:
+            return "the closest entry shares too few of the question's words"
+        return ""
+
+    def ranked(self, query: str, k: int, filters: Filters | None = None) -> list[Hit]:
+        """Hits ranked for evaluation: never abstains, always up to ``k`` entries."""
+        result = self.retrieve(query, k=k, filters=filters)
+        if result.hits:
+            return list(result.hits)
+        return []
+
+
+def hit_to_document(hit: Hit) -> Document:
+    """A langchain Document for an entry hit; metadata hold the entry's fields."""
+    from ingest.chunking import render_entry
+
+    metadata = hit.entry.to_dict()
+    metadata.update(score=hit.score, dense=hit.dense, bm25=hit.bm25, exact=hit.exact)
+    return Document(page_content=render_entry(hit.entry), metadata=metadata, id=hit.entry.id)
+
+
+class KnowledgeRetriever(BaseRetriever):
+    """langchain ``BaseRetriever`` over supportbot's hybrid retrieval.
+
+    Returns no documents when the retriever abstains, so chains built on it
+    cannot answer from irrelevant entries.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    retriever: HybridRetriever
+    k: int = 3
+    filters: Filters | None = None
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        result = self.retriever.retrieve(query, k=self.k, filters=self.filters)
+        return [hit_to_document(h) for h in result.hits]

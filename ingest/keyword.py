@@ -1,0 +1,87 @@
+"""Keyword side of retrieval: tokenisation and an Okapi BM25 index.
+
+Tokens are stored in ``chunks.json`` and the BM25 statistics are recomputed on
+load (cheap for a knowledge base of this size), so nothing needs pickling and
+the index and the query use the very same tokeniser.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections import Counter
+
+import numpy as np
+
+# \w is Unicode-aware, so å ä ö ø stay inside words; underscores split codes
+# like FORTNOX_FISCAL_YEAR into words a merchant would type.
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+STOPWORDS = frozenset(
+    """
+    a an and are as at be been but by can could do does did for from has have how i if in into
+    is it its me my no not of on or our so some that the their them then there these this to
+    was we were what when where which who why will with you your yes also any all may might
+    should would am get got getting help please hi hello hey thanks thank just still keep keeps
+    again dont don't im i'm ive it's cant can't wont won't
+    och det att en är som på för med inte av till den har
+    """.split()
+)
+
+
+def normalize_text(text: str) -> str:
+    """Unicode-normalise and casefold; the basis of every comparison we make."""
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def _stem(token: str) -> str:
+    # A deliberately light English stemmer: enough to join "orders"/"order" and
+    # "syncing"/"sync" without mangling product names or Swedish words.
+    for suffix in ("ing", "es", "s", "ed"):
+        if len(token) > len(suffix) + 3 and token.endswith(suffix):
+            return token[: -len(suffix)]
+    return token
+
+
+def tokenize(text: str) -> list[str]:
+    """Split into lowercase, lightly stemmed word tokens, stopwords removed."""
+    words = _WORD.findall(normalize_text(text))
+    return [_stem(w) for w in words if w not in STOPWORDS]
+
+
+class BM25:
+    """Okapi BM25 over pre-tokenised documents."""
+
+    def __init__(self, docs: list[list[str]], k1: float = 1.5, b: float = 0.75) -> None:
+        self.k1 = k1
+        self.b = b
+        self.size = len(docs)
+        self.lengths = np.array([len(d) for d in docs], dtype=np.float32)
+        self.avg_length = float(self.lengths.mean()) if self.size else 0.0
+        self.term_freqs = [Counter(d) for d in docs]
+        df: Counter[str] = Counter()
+        for doc in docs:
+            df.update(set(doc))
+        # The "+1" form of idf keeps every weight positive, even for common terms.
+        self.idf = {t: math.log(1 + (self.size - n + 0.5) / (n + 0.5)) for t, n in df.items()}
+        postings: dict[str, list[int]] = {}
+        for i, tf in enumerate(self.term_freqs):
+            for term in tf:
+                postings.setdefault(term, []).append(i)
+        self.postings = postings
+
+    def scores(self, query_tokens: list[str]) -> np.ndarray:
+        """BM25 score of every document for the query."""
+        out = np.zeros(self.size, dtype=np.float32)
+        if not self.size:
+            return out
+        norm = self.k1 * (1 - self.b + self.b * self.lengths / max(self.avg_length, 1e-9))
+        for term in set(query_tokens):
+            idf = self.idf.get(term)
+            if idf is None:
+                continue
+            for i in self.postings[term]:
+                tf = self.term_freqs[i][term]
+                out[i] += idf * tf * (self.k1 + 1) / (tf + norm[i])
+        return out
