@@ -12,11 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Paths default relative to the repository, so the CLI works from any folder.
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _in_repo(path: Path) -> Path:
+    """Resolve a relative path against the repository, not the current folder."""
+    return path if path.is_absolute() else REPO_ROOT / path
 
 
 class CorpusSettings(BaseModel):
@@ -30,6 +35,8 @@ class CorpusSettings(BaseModel):
         default=5_000_000,
         description="Corpus files larger than this are skipped with an error (guards memory).",
     )
+
+    _resolve_dir = field_validator("dir")(_in_repo)
 
 
 class EmbeddingSettings(BaseModel):
@@ -64,6 +71,8 @@ class IndexSettings(BaseModel):
         default=True,
         description="Rebuild a missing or stale index on load instead of failing.",
     )
+
+    _resolve_dir = field_validator("dir")(_in_repo)
 
 
 class RetrievalSettings(BaseModel):
@@ -132,8 +141,12 @@ class ChatSettings(BaseModel):
     host: str = Field(default="127.0.0.1", description="Interface the chat server binds.")
     port: int = Field(default=8000, description="Port of the chat server.")
     database_url: str = Field(
-        default=f"sqlite+aiosqlite:///{REPO_ROOT / 'data' / 'supportbot.db'}",
-        description="SQLAlchemy async URL for history and feedback (SQLite or PostgreSQL).",
+        default="sqlite+aiosqlite:///data/supportbot.db",
+        validate_default=True,
+        description=(
+            "SQLAlchemy async URL for history and feedback; a relative SQLite path is inside "
+            "the repository. PostgreSQL: postgresql+asyncpg://user:pass@host/db"
+        ),
     )
     agent_profile: bool = Field(
         default=True, description="Offer the support-agent profile (requires login)."
@@ -142,6 +155,17 @@ class ChatSettings(BaseModel):
     agent_password: SecretStr = Field(
         default=SecretStr(""), description="Support-agent password; agent login off if empty."
     )
+
+    @field_validator("database_url")
+    @classmethod
+    def _resolve_sqlite_path(cls, url: str) -> str:
+        prefix = "sqlite+aiosqlite:///"
+        if url.startswith(prefix) and not url[len(prefix) :].startswith("/"):
+            path = url[len(prefix) :]
+            if path and path != ":memory:":
+                return prefix + str(REPO_ROOT / path)
+        return url
+
     rate_limit_per_minute: int = Field(
         default=20, ge=1, description="Messages one chat session may send per minute."
     )
@@ -171,3 +195,39 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Build the settings from environment and ``.env``; keyword overrides win."""
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def _env_lines(model: type[BaseModel], prefix: str) -> list[str]:
+    lines: list[str] = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            title = (annotation.__doc__ or name).strip().splitlines()[0]
+            lines.append(f"\n# --- {title}")
+            lines.extend(_env_lines(annotation, f"{prefix}{name.upper()}__"))
+            continue
+        default = info.get_default(call_default_factory=True)
+        if isinstance(default, SecretStr):
+            default = ""
+        if name == "database_url":
+            default = "sqlite+aiosqlite:///data/supportbot.db"
+        if isinstance(default, Path):
+            # Paths default inside the repository; shown relative so the file is portable.
+            try:
+                default = default.relative_to(REPO_ROOT)
+            except ValueError:
+                pass
+        lines.append(f"# {info.description}")
+        lines.append(f"{prefix}{name.upper()}={default}")
+    return lines
+
+
+def render_env_example() -> str:
+    """The text of ``.env.example``: every setting with its default and description."""
+    head = [
+        "# supportbot settings. Copy to .env and change what you need; every line is optional.",
+        "# Nested sections use a double underscore: SUPPORTBOT_<SECTION>__<FIELD>.",
+        "# Chainlit's own secret for signing logins (required when the agent login is on):",
+        "# CHAINLIT_AUTH_SECRET=  (generate with: .venv/bin/chainlit create-secret)",
+    ]
+    return "\n".join(head + _env_lines(Settings, "SUPPORTBOT_")) + "\n"

@@ -1,0 +1,39 @@
+from pathlib import Path
+
+from bot.config import REPO_ROOT, Settings, render_env_example
+
+
+def test_env_example_lists_every_setting_with_its_default():
+    committed = (REPO_ROOT / ".env.example").read_text(encoding="utf-8")
+    assert committed == render_env_example(), "regenerate .env.example from bot.config"
+
+
+def test_every_setting_has_a_description():
+    def walk(model):
+        for name, info in model.model_fields.items():
+            sub = info.annotation
+            if isinstance(sub, type) and hasattr(sub, "model_fields"):
+                yield from walk(sub)
+            else:
+                yield name, info.description
+
+    missing = [name for name, description in walk(Settings) if not description]
+    assert not missing
+
+
+def test_nested_settings_come_from_environment(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SUPPORTBOT_RETRIEVAL__TOP_K", "5")
+    monkeypatch.setenv("SUPPORTBOT_INDEX__DIR", "elsewhere")
+    settings = Settings()
+    assert settings.retrieval.top_k == 5
+    # Relative paths are anchored at the repository, whatever the current folder.
+    assert settings.index.dir == REPO_ROOT / "elsewhere"
+
+
+def test_relative_sqlite_url_is_anchored_in_repo(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SUPPORTBOT_CHAT__DATABASE_URL", "sqlite+aiosqlite:///data/x.db")
+    url = Settings().chat.database_url
+    assert url == f"sqlite+aiosqlite:///{REPO_ROOT / 'data' / 'x.db'}"
+    assert Path(url.removeprefix("sqlite+aiosqlite:///")).is_absolute()
