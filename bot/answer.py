@@ -25,9 +25,7 @@ log = logging.getLogger(__name__)
 
 # Sentence ends followed by a capital or digit: keeps "e.g., 21%" in one step.
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“(])")
-_ANAPHORA = frozenset(
-    "it this that these those they them its the same error one fix solve problem".split()
-)
+_ANAPHORA = frozenset("it this that these those they them its same one".split())
 _FOLLOW_UP_START = re.compile(r"^\s*(and|but|what about|how about|what if|also|same)\b", re.I)
 
 
@@ -155,7 +153,7 @@ def is_follow_up(question: str) -> bool:
     content = tokenize(question)
     if _FOLLOW_UP_START.match(question):
         return True
-    return len(content) <= 4 and any(w in _ANAPHORA for w in words)
+    return len(content) <= 8 and any(w in _ANAPHORA for w in words)
 
 
 def _previous(history: Sequence[Turn]) -> tuple[str, tuple[str, ...]]:
@@ -174,12 +172,19 @@ def retrieve_for(
 ) -> Retrieval:
     """Retrieve for a question, using the conversation when it is a follow-up."""
     result = retriever.retrieve(question, k=k, filters=filters)
-    if not history or result.reason == "exact" or not is_follow_up(question):
+    if not history or result.reason == "exact":
         return result
     previous, cited = _previous(history)
     if not (previous or cited):
         return result
-    contextual = retriever.retrieve(f"{previous} {question}", k=k, filters=filters, prefer=cited)
+    follow_up = is_follow_up(question)
+    # A question that abstains on its own may still be a follow-up ("how big a date range
+    # should I start with?"), but only if it is phrased in the knowledge base's own words:
+    # "what's the weather tomorrow?" after an error question must still abstain.
+    in_vocabulary = retriever.known_share(tokenize(question)) >= 0.6
+    if not follow_up and not (result.abstained and in_vocabulary):
+        return result
+    contextual = retriever.retrieve(f"{question} {previous}", k=k, filters=filters, prefer=cited)
     return result if contextual.abstained else contextual
 
 
@@ -232,6 +237,7 @@ def answer_question(
         from bot.llm import llm_answer
 
         text = llm_answer(chat_model, cleaned, cited, text, history)
+        text = bound_text(text, settings.answer.max_answer_tokens, settings.index.encoding)
     return Answer(question, text, citations, False, notices)
 
 

@@ -51,6 +51,7 @@ def _progress_bar() -> Progress:
 
 
 def _load_bot(settings: Settings):  # noqa: ANN202 - imported lazily to keep --help fast
+    from bot.llm import LLMConfigError
     from bot.service import SupportBot
     from ingest.embedding import ModelNotFoundError
     from ingest.index import CorpusError, IndexUnavailableError
@@ -61,7 +62,7 @@ def _load_bot(settings: Settings):  # noqa: ANN202 - imported lazily to keep --h
             return SupportBot.from_settings(
                 settings, progress=lambda done, total: bar.update(task, completed=done, total=total)
             )
-    except (IndexUnavailableError, CorpusError, ModelNotFoundError) as exc:
+    except (IndexUnavailableError, CorpusError, ModelNotFoundError, LLMConfigError) as exc:
         raise _fail(str(exc)) from None
 
 

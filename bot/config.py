@@ -85,23 +85,30 @@ class RetrievalSettings(BaseModel):
     candidates: int = Field(
         default=30, ge=1, description="Chunks taken from each of BM25 and dense before fusion."
     )
+    fusion: Literal["weighted", "rrf"] = Field(
+        default="weighted",
+        description="How BM25 and dense scores combine: weighted scores or reciprocal-rank fusion.",
+    )
     rrf_k: int = Field(default=60, ge=1, description="Reciprocal-rank-fusion constant.")
-    dense_weight: float = Field(
-        default=1.0, ge=0, description="Weight of the dense ranking in fusion."
+    dense_weight: float = Field(default=1.0, ge=0, description="Weight of the dense score.")
+    bm25_weight: float = Field(default=0.4, ge=0, description="Weight of the BM25 score.")
+    bm25_saturation: float = Field(
+        default=20.0,
+        gt=0,
+        description="BM25 score at which the keyword signal counts half (it saturates towards 1).",
     )
-    bm25_weight: float = Field(
-        default=1.0, ge=0, description="Weight of the BM25 ranking in fusion."
+    min_confidence: float = Field(
+        default=0.8,
+        description=(
+            "Abstain below this confidence = dense similarity + bm25_weight x saturated BM25 "
+            "+ known_weight x share of question words the knowledge base knows."
+        ),
     )
-    min_dense: float = Field(
-        default=0.35,
-        description="Abstain when the best cosine similarity is below this (and no exact hit).",
-    )
-    min_overlap: float = Field(
-        default=0.2,
-        description="Abstain when fewer than this share of content words occur in the entry.",
+    known_weight: float = Field(
+        default=0.3, ge=0, description="Weight of the known-words share in the confidence."
     )
     related_ratio: float = Field(
-        default=0.85,
+        default=0.9,
         description="Runner-up entries scoring at least this share of the best are also cited.",
     )
 

@@ -10,7 +10,6 @@ Order of work, cheapest and most certain first:
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,9 +24,10 @@ from pydantic import ConfigDict
 
 from bot.answer_types import Filters
 from bot.config import RetrievalSettings
+from bot.glossary import expand_query
 from ingest.entries import Entry
 from ingest.index import KnowledgeIndex, embed_query
-from ingest.keyword import STOPWORDS, normalize_text, tokenize
+from ingest.keyword import STOPWORDS, TypoCorrector, normalize_text, tokenize
 
 # Words that say "error" without saying which one: a message made only of these
 # (like ERROR_MESSAGE's "Error message:") is too generic for an exact lookup.
@@ -159,6 +159,8 @@ class HybridRetriever:
         for pos, tokens in zip(self._chunk_entry, index.chunk_tokens, strict=True):
             self._entry_tokens[pos].update(tokens)
         self._vocabulary = sorted({t for toks in self._entry_tokens for t in toks})
+        self._vocabulary_set = frozenset(self._vocabulary)
+        self._typos = TypoCorrector(self._vocabulary_set)
 
     @cached_property
     def _entry_pos(self) -> dict[str, int]:
@@ -217,15 +219,7 @@ class HybridRetriever:
 
     def _correct(self, tokens: list[str]) -> list[str]:
         """Map unknown (likely misspelt) tokens to close vocabulary words."""
-        vocab = set(self._vocabulary)
-        out = []
-        for t in tokens:
-            if t in vocab or len(t) < 4 or t.isdigit():
-                out.append(t)
-                continue
-            close = difflib.get_close_matches(t, self._vocabulary, n=1, cutoff=0.8)
-            out.append(close[0] if close else t)
-        return out
+        return [self._typos.correct(t) for t in tokens]
 
     def _entry_scores(self, query: str, tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Best dense and BM25 score per entry (max over the entry's chunks)."""
@@ -235,19 +229,28 @@ class HybridRetriever:
         if self.settings.mode != "bm25":
             chunk_dense = self.index.dense_scores(embed_query(self.embedder, query))
             np.maximum.at(dense, self._chunk_entry, chunk_dense)
-        if self.settings.mode != "dense":
-            chunk_bm25 = self.index.bm25.scores(tokens)
-            np.maximum.at(bm25, self._chunk_entry, chunk_bm25)
+        # BM25 is computed in every mode: it costs microseconds and feeds abstention.
+        chunk_bm25 = self.index.bm25.scores(tokens)
+        np.maximum.at(bm25, self._chunk_entry, chunk_bm25)
         return dense, bm25
 
+    def _keyword(self, bm25: np.ndarray) -> np.ndarray:
+        """BM25 scaled to 0..1 (saturating), so it can be added to cosine similarity."""
+        return np.minimum(bm25 / self.settings.bm25_saturation, 1.0)
+
     def _fuse(self, dense: np.ndarray, bm25: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-        """Reciprocal-rank fusion of the two per-entry rankings (disallowed = -inf)."""
+        """Combine the per-entry dense and BM25 scores (disallowed entries get -inf)."""
         s = self.settings
+        use_dense, use_bm25 = s.mode != "bm25", s.mode != "dense"
+        if s.fusion == "weighted":
+            fused = np.zeros(len(self.entries), dtype=np.float64)
+            if use_dense:
+                fused += s.dense_weight * dense
+            if use_bm25:
+                fused += s.bm25_weight * self._keyword(bm25)
+            return np.where(allowed, fused, -np.inf)
         fused = np.zeros(len(self.entries), dtype=np.float64)
-        for scores, weight, used in (
-            (dense, s.dense_weight, s.mode != "bm25"),
-            (bm25, s.bm25_weight, s.mode != "dense"),
-        ):
+        for scores, weight, used in ((dense, s.dense_weight, use_dense), (bm25, 1.0, use_bm25)):
             if not used or weight == 0:
                 continue
             masked = np.where(allowed, scores, -np.inf)
@@ -256,6 +259,12 @@ class HybridRetriever:
                 if np.isfinite(masked[pos]) and (scores is dense or scores[pos] > 0):
                     fused[pos] += weight / (s.rrf_k + rank + 1)
         return np.where(allowed, fused, -np.inf)
+
+    def known_share(self, tokens: list[str]) -> float:
+        """Share of the question's words that occur anywhere in the knowledge base."""
+        if not tokens:
+            return 0.0
+        return sum(1 for t in tokens if t in self._vocabulary_set) / len(tokens)
 
     def overlap(self, tokens: list[str], entry_pos: int) -> float:
         """Share of the query's content tokens that occur in the entry."""
@@ -276,8 +285,9 @@ class HybridRetriever:
         s = self.settings
         k = k or s.top_k
         allowed = np.array([matches_filters(e, filters) for e in self.entries], dtype=bool)
-        tokens = self._correct(tokenize(query))
-        dense, bm25 = self._entry_scores(query, tokens)
+        searched = expand_query(query)
+        tokens = self._correct(tokenize(searched))
+        dense, bm25 = self._entry_scores(searched, tokens)
         fused = self._fuse(dense, bm25, allowed)
         for entry_id in prefer:
             pos = self._entry_pos.get(entry_id)
@@ -309,32 +319,43 @@ class HybridRetriever:
             return Retrieval(query, (), True, "nothing matches the filters")
 
         top = order[0]
+        # Signals are taken from all entries passing the filters, whatever the ranking mode,
+        # so that one calibration serves hybrid, dense and BM25 ranking alike.
+        best_dense = float(np.max(np.where(allowed, dense, -1.0)))
+        best_keyword = float(np.max(np.where(allowed, self._keyword(bm25), 0.0)))
         signals = {
             "fused": float(best_fused),
-            "dense": float(dense[top]),
-            "bm25": float(bm25[top]),
+            "dense": best_dense,
+            "keyword": best_keyword,
+            "known": self.known_share(tokens),
             "overlap": self.overlap(tokens, top),
-            "margin": float(best_fused - fused[order[1]]) if len(order) > 1 else float(best_fused),
         }
         reason = self._abstain_reason(signals)
         if reason:
             return Retrieval(query, (), True, reason, signals)
         hits = [hit(top, best_fused)]
         for pos in order[1:k]:
-            if fused[pos] >= s.related_ratio * best_fused:
+            if best_fused > 0 and fused[pos] >= s.related_ratio * best_fused:
                 hits.append(hit(pos, fused[pos]))
         return Retrieval(query, tuple(hits), False, "search", signals)
 
-    def _abstain_reason(self, sig: dict[str, float]) -> str:
+    def confidence(self, signals: dict[str, float]) -> float:
+        """How sure we are that the knowledge base answers the question (not a probability)."""
+        s = self.settings
+        dense = max(signals["dense"], 0.0)
+        return dense + s.bm25_weight * signals["keyword"] + s.known_weight * signals["known"]
+
+    def _abstain_reason(self, signals: dict[str, float]) -> str:
         s = self.settings
         if s.mode == "bm25":
-            if sig["overlap"] < max(s.min_overlap, 0.5):
-                return "too few of the question's words occur in any entry"
+            # No embedding in BM25-only mode: judge by the keyword signals alone.
+            if signals["keyword"] < 0.35 or signals["known"] < 0.5:
+                return "too few of the question's words match any entry"
             return ""
-        if sig["dense"] < s.min_dense:
-            return f"best similarity {sig['dense']:.2f} is below {s.min_dense}"
-        if sig["overlap"] < s.min_overlap and sig["dense"] < s.min_dense + 0.15:
-            return "the closest entry shares too few of the question's words"
+        confidence = self.confidence(signals)
+        signals["confidence"] = confidence
+        if confidence < s.min_confidence:
+            return f"confidence {confidence:.2f} is below {s.min_confidence}"
         return ""
 
     def ranked(self, query: str, k: int, filters: Filters | None = None) -> list[Hit]:

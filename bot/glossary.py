@@ -1,0 +1,102 @@
+"""Swedish and Norwegian support vocabulary mapped to the English of the knowledge base.
+
+Merchants of a Swedish accounting system often ask in Swedish or Norwegian,
+while the knowledge base (and the English-only MiniLM model) speak English.
+Appending the English terms to the query lets both BM25 and the dense model
+see words they know. This is general domain vocabulary (accounting, e-commerce
+and support words), not a table of questions to answers.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ingest.keyword import normalize_text
+
+# Word stems (matched at the start of a word) → English terms.
+GLOSSARY: dict[str, str] = {
+    "räkenskapsår": "fiscal year",
+    "regnskapsår": "fiscal year",
+    "bokföringsår": "fiscal year",
+    "faktur": "invoice",
+    "kreditfaktur": "credit invoice",
+    "kreditnota": "credit note",
+    "bokför": "booked bookkeeping",
+    "bokfør": "booked bookkeeping",
+    "konto": "account",
+    "kontot": "account",
+    "aktiv": "active",
+    "inaktiv": "inactive",
+    "moms": "VAT",
+    "mva": "VAT",
+    "valuta": "currency",
+    "kund": "customer",
+    "kunde": "customer",
+    "leverantör": "supplier",
+    "leveranssätt": "shipping method",
+    "frakt": "shipping",
+    "order": "order",
+    "ordrar": "orders",
+    "ordre": "order",
+    "beställning": "order",
+    "betalning": "payment",
+    "betaling": "payment",
+    "utbetalning": "payout",
+    "utbetaling": "payout",
+    "återbetalning": "refund",
+    "retur": "return refund",
+    "lager": "stock",
+    "artikel": "article product",
+    "artikkel": "article product",
+    "produkt": "product",
+    "vara": "product",
+    "varor": "products",
+    "synk": "sync",
+    "synkronis": "sync",
+    "fel": "error",
+    "feil": "error",
+    "felmeddelande": "error message",
+    "kontakt": "contact support",
+    "support": "support",
+    "hjälp": "help",
+    "hjelp": "help",
+    "ändra": "edit change",
+    "endre": "edit change",
+    "redigera": "edit",
+    "pris": "pricing price",
+    "kostnad": "cost pricing",
+    "kostar": "cost pricing",
+    "butik": "store",
+    "butikk": "store",
+    "nummerserie": "number series",
+    "kostnadsställe": "cost center",
+    "behörighet": "authorization permission",
+    "saknas": "missing not found",
+    "mangler": "missing",
+    "hittar inte": "not found",
+    "finns inte": "not available not found",
+    "finnes ikke": "not found",
+    "fastnar": "fails stuck",
+    "skapas inte": "not created",
+    "cache": "cache",
+    "token": "token",
+}
+
+_PATTERNS = [
+    (re.compile(rf"(?<!\w){re.escape(stem)}\w*", re.UNICODE), english)
+    for stem, english in sorted(GLOSSARY.items(), key=lambda kv: -len(kv[0]))
+]
+_NORDIC = re.compile(r"[åäöøæ]|\b(och|inte|jag|ikke|jeg|hur|hvordan|vad|hva|kan|det)\b")
+
+
+def expand_query(query: str) -> str:
+    """Return the query with Nordic support terms replaced by their English equivalents.
+
+    English queries are returned unchanged, so the translation cannot disturb them.
+    """
+    text = normalize_text(query)
+    if not _NORDIC.search(text):
+        return query
+    for pattern, english in _PATTERNS:
+        text = pattern.sub(english, text)
+    return text
