@@ -231,7 +231,7 @@ def _fmt(name: str, value: float) -> str:
 
 
 def summary_table(summaries: dict[str, Summary], title: str) -> Table:
-    """A rich table with one column per summary (retriever or tag)."""
+    """A rich table with one column per summary (retriever)."""
     table = Table(title=title)
     table.add_column("metric")
     for name in summaries:
@@ -239,6 +239,21 @@ def summary_table(summaries: dict[str, Summary], title: str) -> Table:
     for metric in METRIC_ORDER:
         table.add_row(metric, *(_fmt(metric, s.metrics[metric]) for s in summaries.values()))
     table.add_row("questions", *(str(s.n) for s in summaries.values()))
+    return table
+
+
+TAG_METRICS = ("hit@1", "mrr", "fact_recall", "abstention_recall", "false_abstention")
+
+
+def tag_table(by_tag: dict[str, Summary], title: str) -> Table:
+    """A rich table with one row per tag (there are too many tags for columns)."""
+    table = Table(title=title)
+    table.add_column("tag")
+    for metric in TAG_METRICS:
+        table.add_column(metric, justify="right")
+    table.add_column("n", justify="right")
+    for tag, s in by_tag.items():
+        table.add_row(tag, *(_fmt(m, s.metrics[m]) for m in TAG_METRICS), str(s.n))
     return table
 
 
@@ -263,7 +278,7 @@ def run_cli(
     main_mode = "hybrid" if compare else retriever
     out.print(summary_table(summaries, f"Eval: {file} ({len(items)} questions)"))
     by_tag = summarize_by_tag(runs[main_mode])
-    out.print(summary_table(by_tag, f"Per tag ({main_mode})"))
+    out.print(tag_table(by_tag, f"Per tag ({main_mode})"))
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         with output.open("w", encoding="utf-8") as fh:

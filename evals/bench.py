@@ -1,0 +1,187 @@
+"""Performance benchmarks: prints a table and writes JSON.
+
+    .venv/bin/python -m evals.bench [--out evals/bench.json] [--repeat 3]
+
+Measured side by side in one run so ratios hold on a noisy machine: ingest time,
+cold start to first answer (a new process), warm ``ask`` latency per retriever
+(each also as a ratio to dense-only), and peak RSS of a serving process.
+Concurrent chat sessions against the Chainlit server are measured by
+``evals/load.py`` (it needs the server running).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bot.config import load_settings
+from evals.runner import RETRIEVERS, load_questions
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parent.parent
+TARGETS = {
+    "ingest_s": 10.0,
+    "cold_first_answer_s": 3.0,
+    "warm_p95_ms": 40.0,
+    "serving_rss_mb": 600.0,
+    "hybrid_vs_dense_p95": 1.5,
+}
+
+_CHILD = """
+import json, resource, sys, time
+t0 = time.perf_counter()
+from bot.config import load_settings
+from bot.service import SupportBot
+bot = SupportBot.from_settings(load_settings(log_level="WARNING"))
+answer = bot.answer("Fiscal year not available")
+first = time.perf_counter() - t0
+for q in sys.argv[1:]:
+    bot.answer(q)
+rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+cited = answer.citations[0].entry.id
+print(json.dumps({"first_answer_s": first, "rss_mb": rss_mb, "cited": cited}))
+"""
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def bench_ingest(index_dir: Path) -> float:
+    """Seconds for a full ingest in a fresh process (model load included)."""
+    env = {**os.environ, "SUPPORTBOT_INDEX__DIR": str(index_dir), "SUPPORTBOT_LOG_LEVEL": "WARNING"}
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "bot.cli", "ingest"], env=env, check=True, capture_output=True
+    )
+    return time.perf_counter() - started
+
+
+def bench_cold(index_dir: Path, questions: list[str]) -> dict[str, float]:
+    """A new process: imports, model, index load and the first answer; then its peak RSS."""
+    env = {**os.environ, "SUPPORTBOT_INDEX__DIR": str(index_dir), "SUPPORTBOT_LOG_LEVEL": "WARNING"}
+    started = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, *questions],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    wall = time.perf_counter() - started
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"cold_process_s": wall, "cold_first_answer_s": data["first_answer_s"], **data}
+
+
+def bench_warm(index_dir: Path, questions: list[str], repeat: int) -> dict[str, dict[str, float]]:
+    """Warm in-process answer latency per retriever, interleaved so noise hits all alike."""
+    from bot.service import SupportBot
+
+    settings = load_settings(log_level="WARNING")
+    settings.index.dir = index_dir
+    base = SupportBot.from_settings(settings)
+    bots = {mode: base.with_retrieval_mode(mode) for mode in RETRIEVERS}
+    for bot in bots.values():  # warm-up: first calls pay one-off allocation costs
+        bot.answer("warm up question about fiscal year")
+    times: dict[str, list[float]] = {mode: [] for mode in RETRIEVERS}
+    for _ in range(repeat):
+        for q in questions:
+            for mode, bot in bots.items():
+                started = time.perf_counter()
+                bot.answer(q)
+                times[mode].append((time.perf_counter() - started) * 1000)
+    return {
+        mode: {
+            "p50_ms": statistics.median(ts),
+            "p95_ms": _percentile(ts, 0.95),
+            "n": len(ts),
+        }
+        for mode, ts in times.items()
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run all benchmarks, print a table, write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "evals" / "bench.json")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--questions", type=Path, default=REPO / "evals" / "questions.jsonl")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    questions = [q.question for q in load_questions(args.questions)]
+    with tempfile.TemporaryDirectory() as tmp:
+        index_dir = Path(tmp) / "vectorstore"
+        ingest_s = bench_ingest(index_dir)
+        cold = bench_cold(index_dir, questions[:40])
+        warm = bench_warm(index_dir, questions, args.repeat)
+
+    dense_p50, dense_p95 = warm["dense"]["p50_ms"], warm["dense"]["p95_ms"]
+    results = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "ingest_s": ingest_s,
+        "cold_first_answer_s": cold["cold_first_answer_s"],
+        "cold_process_s": cold["cold_process_s"],
+        "serving_rss_mb": cold["rss_mb"],
+        "warm": {
+            mode: {
+                **w,
+                "p50_vs_dense": w["p50_ms"] / dense_p50,
+                "p95_vs_dense": w["p95_ms"] / dense_p95,
+            }
+            for mode, w in warm.items()
+        },
+        "bench_self_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    checks = {
+        "ingest_s": results["ingest_s"],
+        "cold_first_answer_s": results["cold_first_answer_s"],
+        "warm_p95_ms": warm["hybrid"]["p95_ms"],
+        "serving_rss_mb": results["serving_rss_mb"],
+        "hybrid_vs_dense_p95": results["warm"]["hybrid"]["p95_vs_dense"],
+    }
+    results["targets"] = {
+        name: {"value": value, "target": TARGETS[name], "met": value <= TARGETS[name]}
+        for name, value in checks.items()
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+    rows = [
+        ("ingest (full corpus, new process)", f"{ingest_s:.2f} s", "≤ 10 s"),
+        ("cold start to first answer", f"{cold['cold_first_answer_s']:.2f} s", "≤ 3 s"),
+        ("  whole cold process (40 answers)", f"{cold['cold_process_s']:.2f} s", ""),
+        ("serving peak RSS", f"{cold['rss_mb']:.0f} MB", "≤ 600 MB"),
+    ]
+    for mode, w in results["warm"].items():
+        rows.append(
+            (
+                f"warm ask {mode} p50 / p95",
+                f"{w['p50_ms']:.1f} / {w['p95_ms']:.1f} ms",
+                f"x{w['p50_vs_dense']:.2f} / x{w['p95_vs_dense']:.2f} vs dense",
+            )
+        )
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{name:<{width}}  {value:>20}  {note}" for name, value, note in rows]
+    lines.append("")
+    for name, t in results["targets"].items():
+        verdict = "met" if t["met"] else "MISSED"
+        lines.append(f"target {name}: {t['value']:.2f} (≤ {t['target']}) {verdict}")
+    sys.stdout.write("\n".join(lines) + f"\n\nJSON written to {args.out}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
