@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 # Sentence ends followed by a capital or digit: keeps "e.g., 21%" in one step.
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“(])")
 _ANAPHORA = frozenset("it this that these those they them its same one".split())
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 _FOLLOW_UP_START = re.compile(r"^\s*(and|but|what about|how about|what if|also|same)\b", re.I)
 
 
@@ -69,8 +70,10 @@ def format_entry(entry: Entry, brief: bool = False) -> str:
     """
     cite = format_citation(entry)
     if entry.kind in ("faq", "guide"):
-        title = f"**{entry.title}**" if entry.kind == "faq" else f"**{entry.title}**"
-        return f"{title}\n\n{entry.text or ''}\n\nSource: {cite}"
+        # Blank lines between paragraphs: markdown would otherwise glue a paragraph that
+        # follows a numbered list onto the list's last item.
+        body = "\n\n".join(line for line in (entry.text or "").split("\n") if line.strip())
+        return f"**{entry.title}**\n\n{body}\n\nSource: {cite}"
 
     lines: list[str] = []
     header = f"**{entry.label}**"
@@ -190,6 +193,8 @@ def retrieve_for(
 
 def prepare_question(question: str, settings: Settings) -> tuple[str, tuple[str, ...]]:
     """Clean and bound a user question; returns it with notices for the user."""
+    # Terminal colour codes come with pasted log lines; they would hide the message.
+    question = _ANSI.sub("", question)
     # Control characters and lone surrogates break encoders and terminals.
     cleaned = "".join(
         ch if (ch.isprintable() or ch in "\n\t") and not 0xD800 <= ord(ch) <= 0xDFFF else " "

@@ -106,6 +106,7 @@ class _Template:
     entry_id: str
     pattern: re.Pattern[str]
     words: int
+    own: bool  # the entry's own message, not one quoted inside a grouped entry
 
 
 def _template_pattern(message: str) -> re.Pattern[str] | None:
@@ -135,10 +136,25 @@ def _template_pattern(message: str) -> re.Pattern[str] | None:
     return re.compile(r"(?<!\w)" + r"\s+".join(parts) + r"(?!\w)")
 
 
-def _messages_of(entry: Entry) -> list[str]:
-    found = list(entry.messages())
+def _is_translation(message: str) -> bool:
+    # A gloss is an English translation only when the message itself is Nordic
+    # (ERROR_MESSAGE's "(followed by details)" is a remark, not something merchants see).
+    return any(not ch.isascii() and ch.isalpha() for ch in message)
+
+
+def _messages_of(entry: Entry) -> list[tuple[str, bool]]:
+    """Every message merchants may paste for an entry, flagged True when it is the entry's own."""
+    found: list[tuple[str, bool]] = []
+    if entry.message:
+        found.append((entry.message, True))
+        if entry.message_gloss and _is_translation(entry.message):
+            found.append((entry.message_gloss, True))
+    for part in entry.parts:
+        found.append((part.message, False))
+        if part.gloss and _is_translation(part.message):
+            found.append((part.gloss, False))
     # Pattern titles often quote the message itself: "Invalid grant", "Loaded 0 Articles".
-    found.extend(m.group(1) for m in _QUOTED.finditer(entry.title))
+    found.extend((m.group(1), True) for m in _QUOTED.finditer(entry.title))
     return found
 
 
@@ -181,10 +197,10 @@ class HybridRetriever:
     def _templates(self) -> list[_Template]:
         out = []
         for e in self.entries:
-            for message in _messages_of(e):
+            for message, own in _messages_of(e):
                 pattern = _template_pattern(message)
                 if pattern is not None:
-                    out.append(_Template(e.id, pattern, len(_words(message))))
+                    out.append(_Template(e.id, pattern, len(_words(message)), own))
         return out
 
     # -- exact lookups -------------------------------------------------------
@@ -195,6 +211,12 @@ class HybridRetriever:
         found: list[tuple[str, str, int]] = []  # (entry id, how, strength)
         underscored = {" ".join(_words(t)) for t in re.findall(r"\w+_\w+", normalize_text(query))}
         for entry_id, words, tail in self._code_words:
+            if set(words.split()) <= GENERIC_WORDS:
+                # ERROR_MESSAGE spelt as words ("an error message about …") is ordinary
+                # English; only its underscored form identifies the code.
+                if words in underscored:
+                    found.append((entry_id, "code", 1000))
+                continue
             if re.search(rf"(?<!\w){re.escape(words)}(?!\w)", text):
                 found.append((entry_id, "code", 1000))
             elif tail.count(" ") >= 1 and tail in underscored:
@@ -207,7 +229,9 @@ class HybridRetriever:
         for t in self._templates:
             if t.pattern.search(text):
                 # Longer messages are more specific evidence.
-                found.append((t.entry_id, "message", 500 + t.words))
+                # Longer messages are more specific; an entry's own message beats the same
+                # message quoted in a grouped entry.
+                found.append((t.entry_id, "message", 500 + 2 * t.words + (1 if t.own else 0)))
         best: dict[str, tuple[str, int]] = {}
         for entry_id, how, strength in found:
             if entry_id not in best or strength > best[entry_id][1]:

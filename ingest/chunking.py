@@ -137,6 +137,13 @@ def chunk_entry(entry: Entry, max_tokens: int, count: TokenCounter) -> list[Chun
         return [Chunk(id=f"{entry.id}#0", entry_id=entry.id, text=text, tokens=total)]
 
     head = title_line(entry)
+    # Leave at least 8 tokens of body per chunk: an overlong title is cut, not the bound.
+    head_limit = max_tokens - 9
+    if count(head) > head_limit:
+        words = head.split(" ")
+        while len(words) > 1 and count(" ".join(words) + " …") > head_limit:
+            words.pop()
+        head = " ".join(words) + " …"
     # Newline joining the head and the body costs at most one token.
     budget = max(8, max_tokens - count(head) - 1)
     body_lines = text.split("\n")[1:]

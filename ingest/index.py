@@ -310,7 +310,7 @@ def read_manifest(out_dir: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptIndexError(f"The index manifest {path} is unreadable ({exc}).") from exc
-    if not isinstance(manifest, dict) or "files" not in manifest:
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise CorruptIndexError(f"The index manifest {path} is incomplete.")
     return manifest
 

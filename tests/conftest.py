@@ -1,0 +1,101 @@
+"""Shared fixtures: real corpus, settings isolated from the env, embedders, a real bot."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
+
+from bot.config import Settings
+from ingest.entries import Entry
+from ingest.index import parse_corpus, read_corpus
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO / "corpus"
+ENV_PREFIX = "SUPPORTBOT_"
+
+SettingsFactory = Callable[..., Settings]
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def make_settings(index_dir: Path, corpus_dir: Path = CORPUS, **overrides: Any) -> Settings:
+    """Settings for tests: no .env file, the given index and corpus folders, overrides on top."""
+    base: dict[str, Any] = {
+        "log_level": "WARNING",
+        "corpus": {"dir": corpus_dir},
+        "index": {"dir": index_dir},
+    }
+    return Settings(_env_file=None, **_deep_merge(base, overrides))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def corpus_dir() -> Path:
+    return CORPUS
+
+
+@pytest.fixture(scope="session")
+def entries() -> list[Entry]:
+    files, issues = read_corpus(CORPUS, 5_000_000)
+    assert not issues
+    parsed, _ = parse_corpus(files)
+    return parsed
+
+
+@pytest.fixture
+def fake_embedder() -> Embeddings:
+    return DeterministicFakeEmbedding(size=64)
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path) -> SettingsFactory:
+    def factory(corpus_dir: Path = CORPUS, **overrides: Any) -> Settings:
+        return make_settings(tmp_path / "vectorstore", corpus_dir, **overrides)
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def real_embedder() -> Embeddings:
+    from ingest.embedding import load_embedder
+
+    return load_embedder()
+
+
+@pytest.fixture(scope="session")
+def real_index_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("real-index") / "vectorstore"
+
+
+@pytest.fixture(scope="session")
+def real_bot(real_embedder: Embeddings, real_index_dir: Path) -> Any:
+    from bot.service import SupportBot, index_config
+    from ingest.index import open_index
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.upper().startswith(ENV_PREFIX):
+                mp.delenv(name)
+        settings = make_settings(real_index_dir)
+    index = open_index(real_index_dir, index_config(settings), real_embedder, auto_rebuild=True)
+    return SupportBot(settings, index, real_embedder)

