@@ -270,6 +270,85 @@ def eval_command(
         raise typer.Exit(1)
 
 
+@app.command()
+def chat(
+    host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to serve on.")] = None,
+    merchant: Annotated[
+        bool, typer.Option("--merchant", help="Serve merchants only (no login, no agent profile).")
+    ] = False,
+) -> None:
+    """Serve the Chainlit chat (and the help widget); builds the index on first use."""
+    settings = _settings()
+    if merchant:
+        settings.chat.agent_profile = False
+    # Build or check the index here, with a progress bar, rather than silently in the server.
+    _load_bot(settings)
+    from bot.app import ChatConfigError, run_chat
+
+    try:
+        raise typer.Exit(run_chat(settings, host, port))
+    except ChatConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def feedback(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV with a header row.")] = False,
+) -> None:
+    """Export thumbs up/down with the question, the answer and its citations."""
+    from bot.persistence import fetch_feedback
+
+    settings = _settings()
+    rows = fetch_feedback(settings.chat.database_url)
+    if as_csv:
+        import csv
+
+        fields = ["created_at", "value", "comment", "question", "answer", "citations", "thread_id"]
+        writer = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            cited = "; ".join(str(c.get("code") or c.get("title")) for c in row["citations"] or [])
+            writer.writerow({**row, "citations": cited})
+        return
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, default=str, indent=1))
+        return
+    if not rows:
+        typer.echo("No feedback yet.")
+    for row in rows:
+        verdict = "👍" if row["value"] else "👎"
+        cited = ", ".join(str(c.get("code") or c.get("title")) for c in row["citations"] or [])
+        comment = f' — "{row["comment"]}"' if row.get("comment") else ""
+        typer.echo(f"{row['created_at']} {verdict} {row['question']!r} [{cited}]{comment}")
+
+
+@app.command()
+def gaps(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
+) -> None:
+    """Content-gap report: abstentions and thumbs-down answers grouped by cited entry."""
+    from bot.persistence import fetch_abstentions, fetch_feedback, gap_report
+
+    settings = _settings()
+    url = settings.chat.database_url
+    report = gap_report(fetch_feedback(url), fetch_abstentions(url))
+    if as_json:
+        typer.echo(json.dumps(report, ensure_ascii=False, default=str, indent=1))
+        return
+    if not report:
+        typer.echo("No gaps found: no abstentions and no thumbs-down answers yet.")
+    for group in report:
+        label = group["label"]
+        typer.echo(
+            f"{group['count']:4d}  {label}  (thumbs down: {group['thumbs_down']}, "
+            f"not answered: {group['abstained']})"
+        )
+        for question in group["questions"][:5]:
+            typer.echo(f"        - {question}")
+
+
 def main() -> None:
     """Entry point for ``python -m bot.cli``."""
     app()

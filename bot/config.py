@@ -91,7 +91,7 @@ class RetrievalSettings(BaseModel):
     )
     rrf_k: int = Field(default=60, ge=1, description="Reciprocal-rank-fusion constant.")
     dense_weight: float = Field(default=1.0, ge=0, description="Weight of the dense score.")
-    bm25_weight: float = Field(default=0.4, ge=0, description="Weight of the BM25 score.")
+    bm25_weight: float = Field(default=0.3, ge=0, description="Weight of the BM25 score.")
     bm25_saturation: float = Field(
         default=20.0,
         gt=0,

@@ -251,8 +251,9 @@ class HybridRetriever:
         dense = np.full(n, -1.0, dtype=np.float32)
         bm25 = np.zeros(n, dtype=np.float32)
         if self.settings.mode != "bm25":
-            chunk_dense = self.index.dense_scores(embed_query(self.embedder, query))
-            np.maximum.at(dense, self._chunk_entry, chunk_dense)
+            vector = embed_query(self.embedder, query)
+            np.maximum.at(dense, self._chunk_entry, self.index.dense_scores(vector))
+            dense = np.maximum(dense, self.index.title_scores(vector))
         # BM25 is computed in every mode: it costs microseconds and feeds abstention.
         chunk_bm25 = self.index.bm25.scores(tokens)
         np.maximum.at(bm25, self._chunk_entry, chunk_bm25)

@@ -66,6 +66,13 @@ def title_line(entry: Entry) -> str:
     return entry.title
 
 
+def heading_text(entry: Entry) -> str:
+    """What an entry is called, as a merchant would ask for it: embedded as its title vector."""
+    if entry.kind == "error_code" and entry.message:
+        return f"{entry.code}: {entry.message}"
+    return entry.title
+
+
 def render_entry(entry: Entry) -> str:
     """Render an entry as the plain text that is embedded and keyword-indexed."""
     lines = [title_line(entry)]

@@ -25,18 +25,18 @@ import numpy as np
 from filelock import FileLock, Timeout
 from langchain_core.embeddings import Embeddings
 
-from ingest.chunking import Chunk, chunk_entries, token_counter
+from ingest.chunking import Chunk, chunk_entries, heading_text, token_counter
 from ingest.entries import Entry, ParseIssue
 from ingest.keyword import BM25, tokenize
 from ingest.parse import parse_document
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CURRENT_LINK = "current"
 LOCK_NAME = ".ingest.lock"
 CORPUS_SUFFIXES = (".txt", ".md")
-INDEX_FILES = ("faiss.index", "entries.json", "chunks.json")
+INDEX_FILES = ("faiss.index", "titles.index", "entries.json", "chunks.json")
 
 Progress = Callable[[int, int], None]
 
@@ -88,6 +88,7 @@ class KnowledgeIndex:
     entries: list[Entry]
     chunks: list[Chunk]
     vectors: faiss.Index
+    titles: faiss.Index  # one vector per entry (its heading), in entry order
     manifest: dict[str, Any]
     issues: list[ParseIssue] = field(default_factory=list)
 
@@ -102,11 +103,23 @@ class KnowledgeIndex:
         The vectors are unit length, so inner product equals cosine similarity;
         with ~100 chunks an exhaustive search is both exact and fastest.
         """
-        q = np.asarray(query_vector, dtype=np.float32).reshape(1, -1)
-        scores, ids = self.vectors.search(q, self.vectors.ntotal)
-        out = np.zeros(self.vectors.ntotal, dtype=np.float32)
-        out[ids[0]] = scores[0]
-        return out
+        return _all_scores(self.vectors, query_vector)
+
+    def title_scores(self, query_vector: np.ndarray) -> np.ndarray:
+        """Cosine similarity of the query to every entry's heading, in entry order.
+
+        Questions are phrased like headings (a FAQ question, an error's name), and a
+        heading's vector is not diluted by the entry's long solution text.
+        """
+        return _all_scores(self.titles, query_vector)
+
+
+def _all_scores(index: faiss.Index, query_vector: np.ndarray) -> np.ndarray:
+    q = np.asarray(query_vector, dtype=np.float32).reshape(1, -1)
+    scores, ids = index.search(q, index.ntotal)
+    out = np.zeros(index.ntotal, dtype=np.float32)
+    out[ids[0]] = scores[0]
+    return out
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -208,6 +221,8 @@ def build_index(
     matrix = _normalized(vectors)
     index = faiss.IndexFlatIP(matrix.shape[1])
     index.add(matrix)
+    titles = faiss.IndexFlatIP(matrix.shape[1])
+    titles.add(_normalized(embedder.embed_documents([heading_text(e) for e in entries])))
 
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -220,7 +235,7 @@ def build_index(
         "entries_per_kind": _count_kinds(entries),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    return KnowledgeIndex(entries, chunks, index, manifest, issues)
+    return KnowledgeIndex(entries, chunks, index, titles, manifest, issues)
 
 
 def _model_name(embedder: Embeddings, configured: str) -> str:
@@ -252,8 +267,10 @@ def save_index(index: KnowledgeIndex, out_dir: Path) -> Path:
     tmp = out_dir / f".tmp-{build.name}"
     tmp.mkdir()
     try:
-        faiss.write_index(index.vectors, str(tmp / "faiss.index"))
-        files = {"faiss.index": sha256_bytes((tmp / "faiss.index").read_bytes())}
+        files = {}
+        for name, vectors in (("faiss.index", index.vectors), ("titles.index", index.titles)):
+            faiss.write_index(vectors, str(tmp / name))
+            files[name] = sha256_bytes((tmp / name).read_bytes())
         files["entries.json"] = sha256_bytes(
             _write_json(tmp / "entries.json", [e.to_dict() for e in index.entries])
         )
@@ -352,13 +369,20 @@ def load_index(out_dir: Path, config: IndexConfig, embedder: Embeddings) -> Know
             )
     try:
         vectors = faiss.deserialize_index(np.frombuffer(raw["faiss.index"], dtype=np.uint8))
+        titles = faiss.deserialize_index(np.frombuffer(raw["titles.index"], dtype=np.uint8))
         entries = [Entry.from_dict(d) for d in json.loads(raw["entries.json"])]
         chunks = [Chunk(**d) for d in json.loads(raw["chunks.json"])]
     except Exception as exc:  # any decoding failure means the same thing to the user
         raise CorruptIndexError(f"The index in {build} is unreadable ({exc}).") from exc
-    if vectors.ntotal != len(chunks) or vectors.d != manifest.get("dimension"):
+    dimension = manifest.get("dimension")
+    if (
+        vectors.ntotal != len(chunks)
+        or titles.ntotal != len(entries)
+        or vectors.d != dimension
+        or titles.d != dimension
+    ):
         raise CorruptIndexError(f"The index in {build} is inconsistent with its manifest.")
-    return KnowledgeIndex(entries, chunks, vectors, manifest)
+    return KnowledgeIndex(entries, chunks, vectors, titles, manifest)
 
 
 def ingest(

@@ -1,0 +1,355 @@
+"""The Chainlit front end: merchant chat, support-agent drafts and the help widget.
+
+A thin layer: what to show is decided in :mod:`bot.chat_render` (pure, tested
+without a browser); answers come from :class:`bot.service.SupportBot`; history and
+feedback go through :mod:`bot.persistence`.
+
+One file, two modes, chosen by the settings at start-up (see ``docs/chainlit.md``):
+
+* **merchant** (``SUPPORTBOT_CHAT__AGENT_PROFILE=false`` or no agent password): no
+  login at all, the "Merchant" profile only. Serves the public chat and the widget.
+* **agent** (``agent_profile`` on and ``SUPPORTBOT_CHAT__AGENT_PASSWORD`` set): password
+  login (needs ``CHAINLIT_AUTH_SECRET``), profiles "Merchant" and "Support agent",
+  conversation history in the sidebar.
+
+Chainlit cannot mix anonymous and logged-in users in one server, hence two
+instances of this same file. Start one with :func:`run_chat` or::
+
+    CHAINLIT_APP_ROOT=<repo> chainlit run bot/app.py --headless --host H --port N
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
+
+from bot import chat_render as render
+from bot.answer_types import Turn
+from bot.config import REPO_ROOT, Settings, load_settings
+from bot.persistence import create_schema_async, make_data_layer
+
+# Chainlit fixes its app root (.chainlit/, public/, .files/) from this variable or the
+# current folder when first imported. `chainlit run` (see run_chat) gets it in its env;
+# this covers importing this module elsewhere, e.g. the CLI calling run_chat, which would
+# otherwise leave .chainlit/ and .files/ in whatever folder the CLI was started from.
+os.environ.setdefault("CHAINLIT_APP_ROOT", str(REPO_ROOT))
+
+import chainlit as cl  # noqa: E402
+from chainlit.input_widget import Select  # noqa: E402
+
+if TYPE_CHECKING:
+    from bot.service import SupportBot
+
+log = logging.getLogger(__name__)
+
+# Pause between streamed chunks: answers are computed at once, streaming paces reading.
+STREAM_DELAY_S = 0.012
+
+
+def agent_mode(settings: Settings) -> bool:
+    """True when this instance offers the support-agent profile (and so requires login)."""
+    chat = settings.chat
+    return chat.agent_profile and bool(chat.agent_password.get_secret_value())
+
+
+# -- process-wide singletons ----------------------------------------------------------
+
+SETTINGS = load_settings()
+AGENT_MODE = agent_mode(SETTINGS)
+_bot: SupportBot | None = None
+_bot_lock = threading.Lock()
+
+
+def get_bot() -> SupportBot:
+    """The one SupportBot of this process, loaded on first use (blocking, ~8 s)."""
+    global _bot
+    with _bot_lock:
+        if _bot is None:
+            from bot.service import SupportBot
+
+            _bot = SupportBot.from_settings(SETTINGS)
+            log.info("Support bot loaded (%d entries).", len(_bot.index.entries))
+        return _bot
+
+
+async def bot() -> SupportBot:
+    """:func:`get_bot` without blocking the event loop."""
+    return _bot if _bot is not None else await asyncio.to_thread(get_bot)
+
+
+@cl.on_app_startup
+async def _startup() -> None:
+    await create_schema_async(SETTINGS.chat.database_url)
+    # Load the model and index in the background, so the first chat doesn't wait for it.
+    threading.Thread(target=get_bot, name="supportbot-load", daemon=True).start()
+
+
+@cl.data_layer
+def _data_layer() -> Any:
+    return make_data_layer(SETTINGS.chat.database_url)
+
+
+if AGENT_MODE:
+
+    @cl.password_auth_callback
+    async def _login(username: str, password: str) -> cl.User | None:
+        chat = SETTINGS.chat
+        user_ok = hmac.compare_digest(username.encode(), chat.agent_username.encode())
+        secret = chat.agent_password.get_secret_value().encode()
+        if user_ok & hmac.compare_digest(password.encode(), secret):
+            return cl.User(identifier=username, metadata={"role": "agent"})
+        return None
+
+
+# -- profiles, starters, settings -----------------------------------------------------------
+
+
+def _starters(pairs: tuple[tuple[str, str], ...]) -> list[cl.Starter]:
+    return [cl.Starter(label=label, message=message) for label, message in pairs]
+
+
+@cl.set_chat_profiles
+async def _profiles(user: cl.User | None = None, language: str | None = None) -> list:
+    profiles = [
+        cl.ChatProfile(
+            name=render.MERCHANT,
+            markdown_description=render.MERCHANT_WELCOME,
+            icon="/public/merchant.svg",
+            default=True,
+            starters=_starters(render.MERCHANT_STARTERS),
+        )
+    ]
+    if AGENT_MODE and user is not None:
+        profiles.append(
+            cl.ChatProfile(
+                name=render.AGENT,
+                markdown_description=render.AGENT_WELCOME,
+                icon="/public/agent.svg",
+                starters=_starters(render.AGENT_STARTERS),
+            )
+        )
+    return profiles
+
+
+@cl.set_starters
+async def _default_starters(user: cl.User | None = None, language: str | None = None) -> list:
+    # Used where no chat profile is selected, e.g. in the widget.
+    return _starters(render.MERCHANT_STARTERS)
+
+
+def _profile() -> str:
+    profile = cl.user_session.get("chat_profile")
+    return render.AGENT if AGENT_MODE and profile == render.AGENT else render.MERCHANT
+
+
+async def _send_settings() -> None:
+    systems = (await bot()).systems()
+    await cl.ChatSettings(
+        [
+            Select(
+                id="severity",
+                label="Only this severity",
+                values=render.severity_choices(),
+                initial_index=0,
+            ),
+            Select(
+                id="system",
+                label="Only this system",
+                values=render.system_choices(systems),
+                initial_index=0,
+            ),
+        ]
+    ).send()
+
+
+def _history() -> list[Turn]:
+    return render.turns_from_session(cl.user_session.get("history"))
+
+
+def _set_history(turns: list[Turn]) -> None:
+    cl.user_session.set("history", render.turns_to_session(turns))
+
+
+@cl.on_chat_start
+async def _chat_start() -> None:
+    _set_history([])
+    await _send_settings()
+
+
+@cl.on_chat_resume
+async def _chat_resume(thread: dict) -> None:
+    _set_history(render.turns_from_steps(thread.get("steps") or []))
+    await _send_settings()
+
+
+# -- messages -------------------------------------------------------------------------------
+
+
+def _elements(rendered: render.RenderedMessage) -> list[cl.Text]:
+    # "side" elements open in the full chat's side panel (Chainlit opens it by itself
+    # when new ones arrive). In the widget that panel is a modal over the chat, so
+    # there sources are "page" elements, which the widget opens only when clicked.
+    widget = cl.context.session.client_type == "copilot"
+    display = "page" if widget else "side"
+    return [cl.Text(name=e.name, content=e.content, display=display) for e in rendered.elements]
+
+
+async def _stream(rendered: render.RenderedMessage, actions: list[cl.Action]) -> cl.Message:
+    msg = cl.Message(
+        content="", elements=_elements(rendered), actions=actions, metadata=rendered.metadata
+    )
+    for chunk in render.stream_chunks(rendered.content):
+        await msg.stream_token(chunk)
+        await asyncio.sleep(STREAM_DELAY_S)
+    await msg.send()
+    return msg
+
+
+def _rate_limit_wait() -> float:
+    wait, times = render.rate_limit(
+        cl.user_session.get("message_times") or [],
+        time.time(),
+        SETTINGS.chat.rate_limit_per_minute,
+    )
+    cl.user_session.set("message_times", times)
+    return wait
+
+
+@cl.on_message
+async def _on_message(message: cl.Message) -> None:
+    if wait := _rate_limit_wait():
+        await cl.Message(content=render.rate_limited_text(wait)).send()
+        return
+    try:
+        if _profile() == render.AGENT:
+            await _draft(message.content, "default")
+        else:
+            await _answer(message.content)
+    except Exception:
+        log.exception("Answering failed")
+        await cl.Message(
+            content="Sorry, something went wrong on our side. Please try again, or use "
+            "**Talk to a human** to reach Junipeer support.",
+            actions=[_handoff_action()],
+        ).send()
+
+
+def _handoff_action() -> cl.Action:
+    return cl.Action(
+        name=render.HANDOFF_ACTION, payload={}, label="Talk to a human", icon="life-buoy"
+    )
+
+
+async def _answer(question: str) -> None:
+    support_bot = await bot()
+    history = _history()
+    filters = render.filters_from_settings(cl.user_session.get("chat_settings"))
+    answer = await asyncio.to_thread(support_bot.answer, question, history, filters)
+    rendered = render.render_answer(answer, profile=_profile())
+    if notice := render.filter_notice(filters):
+        rendered = render.RenderedMessage(
+            f"{rendered.content}\n\n{notice}", rendered.elements, rendered.metadata
+        )
+    await _stream(rendered, [_handoff_action()])
+    _set_history(render.add_turns(history, question, answer))
+
+
+async def _draft(ticket: str, style: render.DraftStyle) -> None:
+    support_bot = await bot()
+    filters = render.filters_from_settings(cl.user_session.get("chat_settings"))
+    draft = await asyncio.to_thread(support_bot.draft, ticket, style, filters)
+    actions = [
+        cl.Action(
+            name=render.REDRAFT_ACTION,
+            payload={"ticket": ticket, "style": "shorter"},
+            label="Shorter",
+            icon="scissors",
+        ),
+        cl.Action(
+            name=render.REDRAFT_ACTION,
+            payload={"ticket": ticket, "style": "formal"},
+            label="More formal",
+            icon="briefcase",
+        ),
+    ]
+    await _stream(render.render_draft(draft, style), actions)
+
+
+@cl.action_callback(render.HANDOFF_ACTION)
+async def _on_handoff(action: cl.Action) -> None:
+    rendered = render.render_contacts((await bot()).support_contacts())
+    await cl.Message(content=rendered.content, metadata=rendered.metadata).send()
+
+
+@cl.action_callback(render.REDRAFT_ACTION)
+async def _on_redraft(action: cl.Action) -> None:
+    if _profile() != render.AGENT:
+        return
+    style = action.payload.get("style", "default")
+    await _draft(str(action.payload.get("ticket", "")), style)
+
+
+# -- starting a server ---------------------------------------------------------------------------
+
+
+class ChatConfigError(RuntimeError):
+    """The chat cannot start with these settings (the message says why)."""
+
+
+def chat_command(host: str, port: int) -> list[str]:
+    """The command line that serves this app (headless)."""
+    app_file = str(Path(__file__).resolve())
+    return [sys.executable, "-m", "chainlit", "run", app_file, "--headless"] + [
+        *("--host", host, "--port", str(port))
+    ]
+
+
+def chat_environment(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for the server process; raises :class:`ChatConfigError` if unusable.
+
+    The ``chat`` settings are passed as ``SUPPORTBOT_CHAT__*`` variables, so the server
+    runs in the mode these settings decide even if they were changed in memory.
+    ``CHAINLIT_APP_ROOT`` points Chainlit at the repository (``.chainlit/config.toml``,
+    ``public/``, ``chainlit.md``) whatever the current folder is.
+    """
+    env = dict(os.environ if base is None else base)
+    for name, value in settings.chat:
+        plain = value.get_secret_value() if isinstance(value, SecretStr) else value
+        env[f"SUPPORTBOT_CHAT__{name.upper()}"] = str(plain)
+    env["CHAINLIT_APP_ROOT"] = str(REPO_ROOT)
+    if agent_mode(settings) and not env.get("CHAINLIT_AUTH_SECRET"):
+        raise ChatConfigError(
+            "The support-agent login needs CHAINLIT_AUTH_SECRET in the environment "
+            "(generate one with `chainlit create-secret`). To serve merchants only, set "
+            "SUPPORTBOT_CHAT__AGENT_PROFILE=false."
+        )
+    return env
+
+
+def run_chat(settings: Settings, host: str | None = None, port: int | None = None) -> int:
+    """Serve the chat until interrupted; returns the server's exit code.
+
+    Args:
+        settings: Decide the mode (merchant or agent) and the defaults of host and port.
+        host: Interface to bind, default ``settings.chat.host``.
+        port: Port, default ``settings.chat.port``.
+
+    Raises:
+        ChatConfigError: Agent mode without ``CHAINLIT_AUTH_SECRET``.
+    """
+    env = chat_environment(settings)
+    command = chat_command(host or settings.chat.host, port or settings.chat.port)
+    try:
+        return subprocess.call(command, env=env)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,487 @@
+"""Chat history and feedback storage for the Chainlit app, and reports read from it.
+
+The chat app persists through Chainlit's own ``SQLAlchemyDataLayer``; this module
+adds what that layer leaves to the project:
+
+* the schema (``CREATE TABLE IF NOT EXISTS``, the columns the 2.12 layer reads and
+  writes), created idempotently at start-up, with WAL mode on SQLite;
+* a ``sqlite3`` adapter storing Python lists and dicts as JSON. Chainlit binds the
+  thread ``tags`` (the chat profile, auto-tagged) as a list: PostgreSQL takes it as
+  ``TEXT[]`` but SQLite cannot bind it, and the layer swallows the error, so without
+  the adapter the thread row is silently not saved;
+* a tiny storage client keeping the (small, text-only) citation elements inline as
+  ``data:`` URLs, so resumed threads still show their sources without S3;
+* synchronous readers for the CLI: :func:`fetch_feedback`, :func:`fetch_abstentions`
+  and the pure :func:`gap_report`.
+
+The answer steps carry what the reports need in their metadata (see
+``bot/chat_render.py``): ``question``, ``citations`` and ``abstained``.
+
+The same code runs on PostgreSQL: pass ``postgresql+asyncpg://user:pass@host/db``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+T = TypeVar("T")
+
+# The schema of chainlit 2.12's SQLAlchemyDataLayer (its SQL in
+# chainlit/data/sql_alchemy.py and the documented schema), idempotent. Types are
+# PostgreSQL's; SQLite accepts any type name, so one script serves both.
+SCHEMA: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS users (
+        "id" UUID PRIMARY KEY,
+        "identifier" TEXT NOT NULL UNIQUE,
+        "metadata" JSONB NOT NULL,
+        "createdAt" TEXT
+    )""",
+    """CREATE TABLE IF NOT EXISTS threads (
+        "id" UUID PRIMARY KEY,
+        "createdAt" TEXT,
+        "name" TEXT,
+        "userId" UUID,
+        "userIdentifier" TEXT,
+        "tags" TEXT[],
+        "metadata" JSONB,
+        FOREIGN KEY ("userId") REFERENCES users("id") ON DELETE CASCADE
+    )""",
+    """CREATE TABLE IF NOT EXISTS steps (
+        "id" UUID PRIMARY KEY,
+        "name" TEXT NOT NULL,
+        "type" TEXT NOT NULL,
+        "threadId" UUID NOT NULL,
+        "parentId" UUID,
+        "streaming" BOOLEAN NOT NULL,
+        "waitForAnswer" BOOLEAN,
+        "isError" BOOLEAN,
+        "metadata" JSONB,
+        "tags" TEXT[],
+        "input" TEXT,
+        "output" TEXT,
+        "createdAt" TEXT,
+        "command" TEXT,
+        "modes" JSONB,
+        "start" TEXT,
+        "end" TEXT,
+        "generation" JSONB,
+        "showInput" TEXT,
+        "language" TEXT,
+        "indent" INT,
+        "defaultOpen" BOOLEAN,
+        "autoCollapse" BOOLEAN,
+        FOREIGN KEY ("threadId") REFERENCES threads("id") ON DELETE CASCADE
+    )""",
+    """CREATE TABLE IF NOT EXISTS elements (
+        "id" UUID PRIMARY KEY,
+        "threadId" UUID,
+        "type" TEXT,
+        "url" TEXT,
+        "chainlitKey" TEXT,
+        "name" TEXT NOT NULL,
+        "display" TEXT,
+        "objectKey" TEXT,
+        "size" TEXT,
+        "page" INT,
+        "language" TEXT,
+        "forId" UUID,
+        "mime" TEXT,
+        "props" JSONB,
+        "autoPlay" BOOLEAN,
+        "playerConfig" JSONB,
+        FOREIGN KEY ("threadId") REFERENCES threads("id") ON DELETE CASCADE
+    )""",
+    """CREATE TABLE IF NOT EXISTS feedbacks (
+        "id" UUID PRIMARY KEY,
+        "forId" UUID NOT NULL,
+        "threadId" UUID NOT NULL,
+        "value" INT NOT NULL,
+        "comment" TEXT,
+        FOREIGN KEY ("threadId") REFERENCES threads("id") ON DELETE CASCADE
+    )""",
+    'CREATE INDEX IF NOT EXISTS steps_thread_idx ON steps ("threadId")',
+    'CREATE INDEX IF NOT EXISTS threads_user_idx ON threads ("userId")',
+    'CREATE INDEX IF NOT EXISTS feedbacks_for_idx ON feedbacks ("forId")',
+)
+
+# Seconds a SQLite writer waits for a lock before failing ("database is locked").
+SQLITE_BUSY_TIMEOUT_S = 15
+# Largest element kept inline as a data: URL; citation texts are a few kB.
+MAX_INLINE_ELEMENT_BYTES = 256_000
+
+_adapters_registered = False
+
+
+def register_sqlite_adapters() -> None:
+    """Let sqlite3 bind Python lists and dicts, storing them as JSON text.
+
+    Chainlit passes thread ``tags`` as a list (and a message's ``modes`` as a dict);
+    the sqlite3 module rejects both. The adapters are process-wide and idempotent.
+    """
+    global _adapters_registered
+    if not _adapters_registered:
+        sqlite3.register_adapter(list, _to_json)
+        sqlite3.register_adapter(dict, _to_json)
+        _adapters_registered = True
+
+
+def _to_json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def is_sqlite(url: str) -> bool:
+    """True for ``sqlite`` URLs (any driver)."""
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def connect_args(url: str) -> dict[str, Any]:
+    """Driver arguments for the URL: a generous lock timeout on SQLite."""
+    return {"timeout": SQLITE_BUSY_TIMEOUT_S} if is_sqlite(url) else {}
+
+
+def _ensure_sqlite_folder(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _engine(url: str) -> AsyncEngine:
+    if is_sqlite(url):
+        register_sqlite_adapters()
+        _ensure_sqlite_folder(url)
+    return create_async_engine(url, connect_args=connect_args(url))
+
+
+def _run(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from sync code, even inside a running loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(factory())  # type: ignore[arg-type]
+    result: dict[str, Any] = {}
+
+    def worker() -> None:
+        try:
+            result["value"] = asyncio.run(factory())  # type: ignore[arg-type]
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=worker, name="supportbot-db")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+# -- schema ---------------------------------------------------------------------
+
+
+async def create_schema_async(url: str) -> None:
+    """Create the tables if missing (idempotent); SQLite is switched to WAL mode."""
+    engine = _engine(url)
+    try:
+        async with engine.begin() as conn:
+            if is_sqlite(url):
+                await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            for statement in SCHEMA:
+                await conn.exec_driver_sql(statement)
+    finally:
+        await engine.dispose()
+
+
+def create_schema(url: str) -> None:
+    """Synchronous :func:`create_schema_async` (usable from a running event loop too)."""
+    _run(lambda: create_schema_async(url))
+
+
+# -- the Chainlit data layer -------------------------------------------------------
+
+
+def _inline_storage_client() -> Any:
+    """A ``BaseStorageClient`` keeping small text elements inline as ``data:`` URLs."""
+    from chainlit.data.storage_clients.base import BaseStorageClient
+
+    class InlineTextStorage(BaseStorageClient):
+        """Stores an element's bytes in its own ``url`` column; nothing to delete."""
+
+        async def upload_file(
+            self,
+            object_key: str,
+            data: bytes | str,
+            mime: str = "application/octet-stream",
+            overwrite: bool = True,
+            content_disposition: str | None = None,
+        ) -> dict[str, Any]:
+            raw = data.encode("utf-8") if isinstance(data, str) else data
+            if len(raw) > MAX_INLINE_ELEMENT_BYTES:
+                return {}
+            if mime.startswith("text/") and "charset" not in mime:
+                mime = f"{mime};charset=utf-8"
+            url = f"data:{mime};base64,{base64.b64encode(raw).decode('ascii')}"
+            # An empty object key makes the layer serve the stored url as is.
+            return {"url": url, "object_key": ""}
+
+        async def delete_file(self, object_key: str) -> bool:
+            return True
+
+        async def get_read_url(self, object_key: str) -> str:
+            return object_key
+
+        async def close(self) -> None:
+            return None
+
+    return InlineTextStorage()
+
+
+def make_data_layer(url: str) -> Any:
+    """Chainlit's ``SQLAlchemyDataLayer`` for the URL, ready for SQLite or PostgreSQL.
+
+    Call :func:`create_schema` (or :func:`create_schema_async`) before first use.
+    """
+    from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
+
+    if is_sqlite(url):
+        register_sqlite_adapters()
+        _ensure_sqlite_folder(url)
+    return SQLAlchemyDataLayer(
+        conninfo=url,
+        connect_args=connect_args(url),
+        storage_provider=_inline_storage_client(),
+    )
+
+
+# -- reading back (for the CLI) ---------------------------------------------------------
+
+
+def _json(value: Any, default: Any) -> Any:
+    if value is None:
+        return default
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return default
+    return value
+
+
+async def _query(url: str, sql: str, params: dict[str, Any] | None = None) -> list[dict]:
+    engine = _engine(url)
+    try:
+        async with engine.connect() as conn:
+            result = await conn.execute(text(sql), params or {})
+            return [dict(row._mapping) for row in result]
+    finally:
+        await engine.dispose()
+
+
+# Chainlit 2 puts the thumbs on the "run" step wrapping ``on_message``; the answer is
+# its child assistant message (the run's parent is the user's message). Feedback given
+# straight on a message (older UIs, the tests) is read from that message itself.
+_FEEDBACK_SQL = """
+SELECT f."id" AS feedback_id, f."value" AS value, f."comment" AS comment,
+       s."id" AS for_id, s."type" AS for_type, s."threadId" AS thread_id,
+       s."output" AS for_output, s."metadata" AS for_metadata, s."createdAt" AS for_created,
+       q."output" AS parent_output,
+       c."id" AS child_id, c."output" AS child_output, c."metadata" AS child_metadata,
+       c."createdAt" AS child_created,
+       t."userIdentifier" AS user_identifier
+FROM feedbacks f
+JOIN steps s ON s."id" = f."forId"
+LEFT JOIN steps q ON q."id" = s."parentId"
+LEFT JOIN steps c ON c."parentId" = s."id" AND c."type" = 'assistant_message'
+LEFT JOIN threads t ON t."id" = s."threadId"
+ORDER BY s."createdAt", c."createdAt"
+"""
+
+_ABSTENTION_SQL = """
+SELECT s."id" AS step_id, s."threadId" AS thread_id, s."output" AS answer,
+       s."metadata" AS metadata, s."createdAt" AS created_at
+FROM steps s
+WHERE s."type" = 'assistant_message' AND CAST(s."metadata" AS TEXT) LIKE '%abstained%'
+ORDER BY s."createdAt"
+"""
+
+
+def _answer_of(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any], Any, str | None]:
+    """(step id, metadata, created time, text) of the answer a feedback is about."""
+    first = rows[0]
+    if first["for_type"] != "run":
+        return (
+            str(first["for_id"]),
+            _json(first["for_metadata"], {}),
+            first["for_created"],
+            first["for_output"],
+        )
+    children = [r for r in rows if r["child_id"] is not None]
+    answers = [r for r in children if _json(r["child_metadata"], {}).get("kind")]
+    chosen = (answers or children or [None])[-1]
+    if chosen is None:
+        return str(first["for_id"]), {}, first["for_created"], None
+    meta = _json(chosen["child_metadata"], {})
+    return str(chosen["child_id"]), meta, chosen["child_created"], chosen["child_output"]
+
+
+async def fetch_feedback_async(url: str) -> list[dict[str, Any]]:
+    """Every thumbs up/down with its question, answer and citations, oldest first."""
+    by_feedback: dict[str, list[dict[str, Any]]] = {}
+    for row in await _query(url, _FEEDBACK_SQL):
+        by_feedback.setdefault(str(row["feedback_id"]), []).append(row)
+    out = []
+    for feedback_id, rows in by_feedback.items():
+        first = rows[0]
+        step_id, meta, created_at, answer = _answer_of(rows)
+        question = meta.get("question")
+        if question is None and first["for_type"] == "run":
+            question = first["parent_output"]
+        out.append(
+            {
+                "feedback_id": feedback_id,
+                "thread_id": str(first["thread_id"]),
+                "step_id": step_id,
+                "created_at": created_at,
+                "user": first["user_identifier"],
+                "kind": meta.get("kind", "answer"),
+                "profile": meta.get("profile"),
+                "value": int(first["value"]),
+                "comment": first["comment"] or "",
+                "question": question or "",
+                "answer": answer or "",
+                "citations": list(meta.get("citations") or []),
+                "abstained": bool(meta.get("abstained", False)),
+            }
+        )
+    return out
+
+
+def fetch_feedback(url: str) -> list[dict[str, Any]]:
+    """Synchronous :func:`fetch_feedback_async`.
+
+    Each row: ``feedback_id, thread_id, step_id, created_at`` (the answer's time),
+    ``user, kind, profile, value`` (1 up, 0 down), ``comment, question, answer``,
+    ``citations`` (dicts with ``id, label, code, title, kind, severity, source,
+    section, score``) and ``abstained``.
+    """
+    return _run(lambda: fetch_feedback_async(url))
+
+
+async def fetch_abstentions_async(url: str) -> list[dict[str, Any]]:
+    """Answers where the bot abstained (not in the knowledge base), oldest first."""
+    out = []
+    for row in await _query(url, _ABSTENTION_SQL):
+        meta = _json(row["metadata"], {})
+        if not meta.get("abstained"):
+            continue
+        out.append(
+            {
+                "thread_id": str(row["thread_id"]),
+                "step_id": str(row["step_id"]),
+                "created_at": row["created_at"],
+                "kind": meta.get("kind", "answer"),
+                "question": meta.get("question", ""),
+                "answer": row["answer"] or "",
+            }
+        )
+    return out
+
+
+def fetch_abstentions(url: str) -> list[dict[str, Any]]:
+    """Synchronous :func:`fetch_abstentions_async`.
+
+    Each row: ``thread_id, step_id, created_at, kind, question, answer``.
+    """
+    return _run(lambda: fetch_abstentions_async(url))
+
+
+# -- gap report (pure) -------------------------------------------------------------------
+
+NOT_IN_KB = "(not in the knowledge base)"
+
+
+def _citation_key(citation: dict[str, Any]) -> tuple[str, str]:
+    label = citation.get("label") or citation.get("code") or citation.get("title") or "?"
+    return str(citation.get("id") or label), str(label)
+
+
+def gap_report(
+    rows: Iterable[dict[str, Any]], abstentions: Iterable[dict[str, Any]] = ()
+) -> list[dict[str, Any]]:
+    """Group thumbs-down answers and abstentions by cited entry, most frequent first.
+
+    Args:
+        rows: Feedback rows as from :func:`fetch_feedback` (only ``value == 0`` count).
+        abstentions: Rows as from :func:`fetch_abstentions`.
+
+    Returns:
+        One dict per entry: ``entry`` (its id, or None for answers citing nothing),
+        ``label``, ``count`` (distinct answers), ``thumbs_down``, ``abstained``,
+        ``questions`` (distinct, most asked first) and ``comments`` (non-empty).
+        Abstentions, which cite nothing, are grouped under ``entry=None``.
+    """
+    groups: dict[str | None, dict[str, Any]] = {}
+
+    def group(key: str | None, label: str) -> dict[str, Any]:
+        return groups.setdefault(
+            key,
+            {
+                "entry": key,
+                "label": label,
+                "steps": set(),
+                "thumbs_down": 0,
+                "abstained": 0,
+                "questions": Counter(),
+                "comments": [],
+            },
+        )
+
+    def add(g: dict[str, Any], step_id: str, question: str) -> bool:
+        if step_id and step_id in g["steps"]:
+            return False
+        g["steps"].add(step_id or f"anon-{len(g['steps'])}")
+        if question.strip():
+            g["questions"][question.strip()] += 1
+        return True
+
+    for row in rows:
+        if int(row.get("value", 1)) != 0:
+            continue
+        citations: Sequence[dict[str, Any]] = row.get("citations") or ()
+        keys = [_citation_key(c) for c in citations] or [(None, NOT_IN_KB)]
+        for key, label in keys:
+            g = group(key, label)
+            if add(g, str(row.get("step_id") or ""), str(row.get("question") or "")):
+                g["thumbs_down"] += 1
+            if row.get("comment"):
+                g["comments"].append(str(row["comment"]))
+    for row in abstentions:
+        g = group(None, NOT_IN_KB)
+        if add(g, str(row.get("step_id") or ""), str(row.get("question") or "")):
+            g["abstained"] += 1
+
+    report = []
+    for g in groups.values():
+        report.append(
+            {
+                "entry": g["entry"],
+                "label": g["label"],
+                "count": len(g["steps"]),
+                "thumbs_down": g["thumbs_down"],
+                "abstained": g["abstained"],
+                "questions": [q for q, _ in g["questions"].most_common()],
+                "comments": g["comments"],
+            }
+        )
+    report.sort(key=lambda r: (-r["count"], r["entry"] is None, r["label"].casefold()))
+    return report

@@ -1,0 +1,356 @@
+"""Chat persistence on a real SQLite file through Chainlit's own SQLAlchemyDataLayer."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.persistence import (
+    NOT_IN_KB,
+    create_schema,
+    create_schema_async,
+    fetch_abstentions,
+    fetch_feedback,
+    gap_report,
+    is_sqlite,
+    make_data_layer,
+)
+
+CITATION = {
+    "id": "FORTNOX_CUSTOMER_NAME_EMPTY",
+    "label": "FORTNOX_CUSTOMER_NAME_EMPTY",
+    "code": "FORTNOX_CUSTOMER_NAME_EMPTY",
+    "title": "FORTNOX_CUSTOMER_NAME_EMPTY",
+    "kind": "error_code",
+    "severity": "Error",
+    "source": "error-codes.txt:31",
+    "section": "Fortnox Error Codes",
+    "score": 1.0,
+}
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> tuple[str, Path]:
+    path = tmp_path / "nested" / "chat.db"
+    return f"sqlite+aiosqlite:///{path}", path
+
+
+def _use_chainlit_context() -> None:
+    """A Chainlit HTTP context, so the data layer writes at once (no websocket queue).
+
+    Set inside the test's own task: context variables do not flow out of fixtures.
+    """
+    from chainlit.context import ChainlitContext, context_var
+    from chainlit.session import HTTPSession
+
+    session = HTTPSession(id=str(uuid.uuid4()), client_type="webapp", thread_id=None)
+    context_var.set(ChainlitContext(session))
+
+
+def _columns(path: Path, table: str) -> set[str]:
+    with sqlite3.connect(path) as con:
+        return {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
+
+
+def test_schema_is_created_idempotently_in_wal_mode(db: tuple[str, Path]) -> None:
+    url, path = db
+    create_schema(url)
+    create_schema(url)  # twice: no error, nothing lost
+
+    with sqlite3.connect(path) as con:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert {"users", "threads", "steps", "elements", "feedbacks"} <= tables
+    # Columns chainlit 2.12 writes (Message.to_dict / Step.to_dict / ElementDict / Feedback).
+    assert {"command", "modes", "defaultOpen", "autoCollapse", "showInput"} <= _columns(
+        path, "steps"
+    )
+    assert {"props", "chainlitKey", "objectKey", "forId", "mime"} <= _columns(path, "elements")
+    assert {"forId", "threadId", "value", "comment"} <= _columns(path, "feedbacks")
+    assert is_sqlite(url)
+    assert not is_sqlite("postgresql+asyncpg://u:p@localhost/db")
+
+
+async def test_create_schema_works_inside_a_running_loop(db: tuple[str, Path]) -> None:
+    url, path = db
+    create_schema(url)  # sync helper called from async code runs in a worker thread
+    await create_schema_async(url)
+    assert "threads" in {
+        r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")
+    }
+
+
+def _step(thread_id: str, step_type: str, output: str, **extra: Any) -> dict[str, Any]:
+    step = {
+        "id": str(uuid.uuid4()),
+        "threadId": thread_id,
+        "name": "Junipeer Support" if step_type == "assistant_message" else "User",
+        "type": step_type,
+        "output": output,
+        "streaming": False,
+        "createdAt": extra.pop("createdAt"),
+        "metadata": {},
+    }
+    step.update(extra)
+    return step
+
+
+async def test_thread_with_tags_steps_and_feedback_round_trip(db: tuple[str, Path]) -> None:
+    """Regression: the thread's tags list must bind on SQLite, or the thread is not saved."""
+    _use_chainlit_context()
+    from chainlit.element import Text
+    from chainlit.types import Feedback, Pagination, ThreadFilter
+    from chainlit.user import User
+
+    url, path = db
+    await create_schema_async(url)
+    layer = make_data_layer(url)
+    user = await layer.create_user(User(identifier="agent", metadata={"role": "agent"}))
+    assert user is not None
+
+    thread_id = str(uuid.uuid4())
+    await layer.update_thread(
+        thread_id, name="what is error 2000637", user_id=user.id, tags=["Merchant"]
+    )
+
+    question = _step(
+        thread_id, "user_message", "what is error 2000637", createdAt="2026-01-01T10:00:00Z"
+    )
+    run = _step(
+        thread_id,
+        "run",
+        "",
+        name="on_message",
+        parentId=question["id"],
+        createdAt="2026-01-01T10:00:01Z",
+    )
+    answer = _step(
+        thread_id,
+        "assistant_message",
+        "**FORTNOX_CUSTOMER_NAME_EMPTY** ...",
+        parentId=run["id"],
+        createdAt="2026-01-01T10:00:02Z",
+        metadata={
+            "kind": "answer",
+            "question": "what is error 2000637",
+            "citations": [CITATION],
+            "abstained": False,
+        },
+    )
+    for step in (question, run, answer):
+        await layer.create_step(step)
+
+    source = Text(
+        name="FORTNOX_CUSTOMER_NAME_EMPTY",
+        content="### FORTNOX_CUSTOMER_NAME_EMPTY\n\nCause: …",
+        display="side",
+        mime="text/plain",
+        for_id=answer["id"],
+        thread_id=thread_id,
+    )
+    await layer.create_element(source)
+
+    # Chainlit 2's UI puts the thumbs on the run step that wraps on_message.
+    feedback_id = await layer.upsert_feedback(
+        Feedback(forId=run["id"], threadId=thread_id, value=0, comment="Missing Shopify steps")
+    )
+
+    thread = await layer.get_thread(thread_id)
+    assert thread is not None
+    assert json.loads(thread["tags"]) == ["Merchant"]
+    assert thread["userIdentifier"] == "agent"
+    assert [s["type"] for s in thread["steps"]] == ["user_message", "run", "assistant_message"]
+    run_step = next(s for s in thread["steps"] if s["id"] == run["id"])
+    assert run_step["feedback"]["value"] == 0
+    assert run_step["feedback"]["comment"] == "Missing Shopify steps"
+    (element,) = thread["elements"]
+    assert element["name"] == "FORTNOX_CUSTOMER_NAME_EMPTY"
+    header, payload = element["url"].split(",", 1)
+    assert header.startswith("data:text/plain")
+    assert base64.b64decode(payload).decode().startswith("### FORTNOX_CUSTOMER_NAME_EMPTY")
+
+    # The agent's history lists the thread.
+    page = await layer.list_threads(Pagination(first=10), ThreadFilter(userId=user.id))
+    assert [t["id"] for t in page.data] == [thread_id]
+    await layer.close()
+
+    # The CLI's export reads the question, the answer and its citations back.
+    (row,) = fetch_feedback(url)
+    assert row["feedback_id"] == feedback_id
+    assert row["thread_id"] == thread_id
+    assert row["step_id"] == answer["id"]
+    assert row["value"] == 0
+    assert row["comment"] == "Missing Shopify steps"
+    assert row["question"] == "what is error 2000637"
+    assert row["answer"].startswith("**FORTNOX_CUSTOMER_NAME_EMPTY**")
+    assert row["citations"] == [CITATION]
+    assert row["abstained"] is False
+    assert row["user"] == "agent"
+    assert row["created_at"] == "2026-01-01T10:00:02Z"
+
+    with sqlite3.connect(path) as con:
+        (tags,) = con.execute("SELECT tags FROM threads WHERE id = ?", (thread_id,)).fetchone()
+    assert tags == '["Merchant"]'
+
+
+async def test_feedback_on_a_message_and_abstentions(db: tuple[str, Path]) -> None:
+    _use_chainlit_context()
+    from chainlit.types import Feedback
+
+    url, _ = db
+    await create_schema_async(url)
+    layer = make_data_layer(url)
+    thread_id = str(uuid.uuid4())
+    await layer.update_thread(thread_id, name="weather", tags=["Merchant"])
+    abstained = _step(
+        thread_id,
+        "assistant_message",
+        "I could not find this in the Junipeer knowledge base…",
+        createdAt="2026-01-01T11:00:00Z",
+        metadata={"kind": "answer", "question": "weather in Paris?", "abstained": True},
+    )
+    answered = _step(
+        thread_id,
+        "assistant_message",
+        "Pricing…",
+        createdAt="2026-01-01T11:01:00Z",
+        metadata={"kind": "answer", "question": "pricing?", "citations": [], "abstained": False},
+    )
+    for step in (abstained, answered):
+        await layer.create_step(step)
+    await layer.upsert_feedback(Feedback(forId=answered["id"], threadId=thread_id, value=1))
+    await layer.close()
+
+    (row,) = fetch_feedback(url)
+    assert (row["step_id"], row["value"], row["question"]) == (answered["id"], 1, "pricing?")
+    (gap,) = fetch_abstentions(url)
+    assert gap["question"] == "weather in Paris?"
+    assert gap["step_id"] == abstained["id"]
+
+
+def test_fetch_on_an_empty_database(db: tuple[str, Path]) -> None:
+    url, _ = db
+    create_schema(url)
+    assert fetch_feedback(url) == []
+    assert fetch_abstentions(url) == []
+
+
+def test_gap_report_groups_thumbs_down_and_abstentions_by_entry() -> None:
+    other = {**CITATION, "id": "FORTNOX_FISCAL_YEAR", "label": "FORTNOX_FISCAL_YEAR"}
+    rows = [
+        {
+            "step_id": "a",
+            "value": 0,
+            "question": "2000637?",
+            "comment": "wrong",
+            "citations": [CITATION],
+        },
+        {
+            "step_id": "b",
+            "value": 0,
+            "question": "2000637?",
+            "comment": "",
+            "citations": [CITATION],
+        },
+        {"step_id": "c", "value": 0, "question": "name empty", "citations": [CITATION, other]},
+        {"step_id": "d", "value": 1, "question": "fine", "citations": [other]},
+        {"step_id": "e", "value": 0, "question": "refunds?", "citations": [], "abstained": True},
+    ]
+    abstentions = [
+        {"step_id": "e", "question": "refunds?"},  # also thumbed down: counted once
+        {"step_id": "f", "question": "weather?"},
+    ]
+    report = gap_report(rows, abstentions)
+
+    assert [(r["entry"], r["count"]) for r in report] == [
+        ("FORTNOX_CUSTOMER_NAME_EMPTY", 3),
+        (None, 2),
+        ("FORTNOX_FISCAL_YEAR", 1),
+    ]
+    top = report[0]
+    assert top["thumbs_down"] == 3
+    assert top["questions"] == ["2000637?", "name empty"]
+    assert top["comments"] == ["wrong"]
+    gaps = report[1]
+    assert gaps["label"] == NOT_IN_KB
+    assert (gaps["thumbs_down"], gaps["abstained"]) == (1, 1)
+    assert set(gaps["questions"]) == {"refunds?", "weather?"}
+    assert gap_report([], []) == []
+
+
+async def test_feedback_and_gaps_commands_read_the_database(db: tuple[str, Path]) -> None:
+    import csv
+    import io
+    import json
+
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+
+    _use_chainlit_context()
+    from chainlit.types import Feedback
+
+    url, _ = db
+    await create_schema_async(url)
+    layer = make_data_layer(url)
+    thread_id = str(uuid.uuid4())
+    await layer.update_thread(thread_id, name="2000637", tags=["Merchant"])
+    answered = _step(
+        thread_id,
+        "assistant_message",
+        "**FORTNOX_CUSTOMER_NAME_EMPTY** …",
+        createdAt="2026-01-01T11:01:00Z",
+        metadata={
+            "kind": "answer",
+            "question": "what is error 2000637",
+            "citations": [CITATION],
+            "abstained": False,
+        },
+    )
+    abstained = _step(
+        thread_id,
+        "assistant_message",
+        "I could not find this in the Junipeer knowledge base…",
+        createdAt="2026-01-01T11:02:00Z",
+        metadata={"kind": "answer", "question": "can I pay by invoice?", "abstained": True},
+    )
+    for step in (answered, abstained):
+        await layer.create_step(step)
+    await layer.upsert_feedback(
+        Feedback(forId=answered["id"], threadId=thread_id, value=0, comment="did not help")
+    )
+    await layer.close()
+
+    runner = CliRunner()
+    env = {"SUPPORTBOT_CHAT__DATABASE_URL": url}
+    exported = runner.invoke(app, ["feedback", "--json"], env=env)
+    assert exported.exit_code == 0, exported.output
+    (row,) = json.loads(exported.stdout)
+    assert (row["value"], row["comment"], row["question"]) == (
+        0,
+        "did not help",
+        "what is error 2000637",
+    )
+    assert row["citations"][0]["code"] == "FORTNOX_CUSTOMER_NAME_EMPTY"
+
+    as_csv = runner.invoke(app, ["feedback", "--csv"], env=env)
+    (csv_row,) = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert csv_row["citations"] == "FORTNOX_CUSTOMER_NAME_EMPTY"
+
+    report = runner.invoke(app, ["gaps", "--json"], env=env)
+    assert report.exit_code == 0, report.output
+    groups = {g["entry"]: g for g in json.loads(report.stdout)}
+    assert groups[None]["abstained"] == 1
+    assert "can I pay by invoice?" in groups[None]["questions"]
+    (cited,) = [g for key, g in groups.items() if key is not None]
+    assert cited["thumbs_down"] == 1
+    assert "FORTNOX_CUSTOMER_NAME_EMPTY" in cited["label"]
+
+    text = runner.invoke(app, ["gaps"], env=env)
+    assert "can I pay by invoice?" in text.stdout
