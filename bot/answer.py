@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 # Sentence ends followed by a capital or digit: keeps "e.g., 21%" in one step.
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“(])")
 _ANAPHORA = frozenset("it this that these those they them its same one".split())
+_SPACE_RUN = re.compile(r"\s{3,}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffd]")
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 _FOLLOW_UP_START = re.compile(r"^\s*(and|but|what about|how about|what if|also|same)\b", re.I)
 
@@ -191,21 +193,29 @@ def retrieve_for(
     return result if contextual.abstained else contextual
 
 
+def utf8_safe(text: str) -> str:
+    """The text with lone surrogates (from undecodable input) replaced, so it encodes as UTF-8."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def prepare_question(question: str, settings: Settings) -> tuple[str, tuple[str, ...]]:
     """Clean and bound a user question; returns it with notices for the user."""
     # Terminal colour codes come with pasted log lines; they would hide the message.
     question = _ANSI.sub("", question)
-    # Control characters and lone surrogates break encoders and terminals.
-    cleaned = "".join(
-        ch if (ch.isprintable() or ch in "\n\t") and not 0xD800 <= ord(ch) <= 0xDFFF else " "
-        for ch in question
-    )
-    cleaned = cleaned.strip()
-    notices: list[str] = []
+    # Control characters, lone surrogates and U+FFFD (left by undecodable bytes) are noise
+    # that breaks encoders and terminals. Regexes keep this linear on a multi-MB paste.
+    question = _CONTROL.sub(" ", question)
+    # Runs of blank space carry no meaning and would otherwise push the words past the cut.
+    question = _SPACE_RUN.sub(" ", question).strip()
+    # A token is rarely more than a few characters: cutting by characters first keeps the
+    # cost of a huge paste bounded before the exact token cut below.
+    limit_chars = settings.answer.max_question_tokens * 16
+    cut_early = len(question) > limit_chars
     bounded, cut = truncate_tokens(
-        cleaned, settings.answer.max_question_tokens, settings.index.encoding
+        question[:limit_chars].strip(), settings.answer.max_question_tokens, settings.index.encoding
     )
-    if cut:
+    notices: list[str] = []
+    if cut or cut_early:
         notices.append(
             f"Your message was long, so only its first {settings.answer.max_question_tokens} "
             "tokens were read."
@@ -228,6 +238,7 @@ def answer_question(
 ) -> Answer:
     """Answer a question from the knowledge base, with citations, or abstain."""
     cleaned, notices = prepare_question(question, settings)
+    question = utf8_safe(question)
     if not cleaned:
         return Answer(question, EMPTY_QUESTION, (), True, notices)
     result = retrieve_for(cleaned, retriever, history, filters, k)
@@ -258,6 +269,7 @@ def draft_reply(
 ) -> Draft:
     """A ready-to-send reply to a merchant's ticket, built only from cited entries."""
     cleaned, notices = prepare_question(ticket, settings)
+    ticket = utf8_safe(ticket)
     if not cleaned:
         return Draft(ticket, EMPTY_QUESTION, (), True, notices)
     result = retriever.retrieve(cleaned, filters=filters)

@@ -96,4 +96,5 @@ class Draft:
             "reply": self.reply,
             "citations": [c.to_json() for c in self.citations],
             "abstained": self.abstained,
+            "notices": list(self.notices),
         }

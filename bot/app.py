@@ -90,8 +90,9 @@ async def bot() -> SupportBot:
 @cl.on_app_startup
 async def _startup() -> None:
     await create_schema_async(SETTINGS.chat.database_url)
-    # Load the model and index in the background, so the first chat doesn't wait for it.
-    threading.Thread(target=get_bot, name="supportbot-load", daemon=True).start()
+    # Chainlit runs this before the server accepts connections: loading the model and the
+    # index here means that once the server is up, the first answer comes at once.
+    await asyncio.to_thread(get_bot)
 
 
 @cl.data_layer

@@ -69,7 +69,8 @@ def _load_bot(settings: Settings):  # noqa: ANN202 - imported lazily to keep --h
 def _read_text_arg(text: str | None) -> str:
     """The argument, or standard input when it is '-' or missing (undecodable bytes replaced)."""
     if text is not None and text != "-":
-        return text
+        # Arguments that were not valid UTF-8 arrive with surrogate escapes; replace them.
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     data = sys.stdin.buffer.read()
     return data.decode("utf-8", errors="replace")
 
@@ -177,6 +178,9 @@ def ask(
         return
     answer = bot.answer(_read_text_arg(question), filters=filters, k=k)
     if as_json:
+        # The JSON object is a fixed contract; notices (e.g. truncation) go to stderr.
+        for notice in answer.notices:
+            console.print(f"[yellow]{notice}[/yellow]")
         typer.echo(json.dumps(answer.to_json(), ensure_ascii=False))
     else:
         _print_answer(answer)
@@ -216,6 +220,8 @@ def draft(
     settings = _settings()
     bot = _load_bot(settings)
     result = bot.draft(_read_text_arg(ticket), style=style)  # type: ignore[arg-type]
+    for notice in result.notices:
+        console.print(f"[yellow]{notice}[/yellow]")
     if as_json:
         typer.echo(json.dumps(result.to_json(), ensure_ascii=False))
         return

@@ -51,6 +51,14 @@ class EmbeddingSettings(BaseModel):
     )
     batch_size: int = Field(default=32, description="Texts per embedding batch at ingest.")
     device: str = Field(default="cpu", description="Torch device for the model.")
+    threads: int = Field(
+        default=1,
+        ge=0,
+        description=(
+            "Torch CPU threads (0 = torch's default). One keeps answer latency steady when "
+            "requests or processes share the CPU."
+        ),
+    )
 
 
 class IndexSettings(BaseModel):

@@ -39,7 +39,8 @@ def load_embedder(settings: Settings) -> Embeddings:
     """Load the configured embedding model."""
     from ingest.embedding import load_embedder as _load
 
-    return _load(settings.embedding.model, settings.embedding.device, settings.embedding.batch_size)
+    e = settings.embedding
+    return _load(e.model, e.device, e.batch_size, e.threads)
 
 
 def load_chat_model(settings: Settings) -> BaseChatModel | None:

@@ -47,8 +47,16 @@ def model_label(model: str) -> str:
 class SentenceTransformerEmbeddings(Embeddings):
     """A sentence-transformers model behind langchain's ``Embeddings`` interface."""
 
-    def __init__(self, model: str = "", device: str = "cpu", batch_size: int = 32) -> None:
+    def __init__(
+        self, model: str = "", device: str = "cpu", batch_size: int = 32, threads: int = 0
+    ) -> None:
+        import torch
         from sentence_transformers import SentenceTransformer
+
+        if threads > 0:
+            # Process-wide: a short query is fastest on one thread, and several requests
+            # or processes sharing two cores otherwise stall each other for 100s of ms.
+            torch.set_num_threads(threads)
 
         path = resolve_model_path(model)
         try:
@@ -76,6 +84,8 @@ class SentenceTransformerEmbeddings(Embeddings):
         return self.embed_documents([text])[0]
 
 
-def load_embedder(model: str = "", device: str = "cpu", batch_size: int = 32) -> Embeddings:
+def load_embedder(
+    model: str = "", device: str = "cpu", batch_size: int = 32, threads: int = 0
+) -> Embeddings:
     """Load the configured sentence-transformers model (the slow part of start-up)."""
-    return SentenceTransformerEmbeddings(model=model, device=device, batch_size=batch_size)
+    return SentenceTransformerEmbeddings(model, device, batch_size, threads)

@@ -251,6 +251,28 @@ def test_html_typed_by_a_merchant_is_shown_as_text(merchant_server: Server, page
     assert page.evaluate("() => window.__xss") is None
 
 
+XSS_PAYLOADS = [
+    "<script>window.__xss = 'script'</script> Fiscal year not available",
+    "<svg onload=\"window.__xss = 'svg'\"></svg> invalid grant",
+    "<iframe srcdoc=\"<script>parent.__xss = 'iframe'</script>\"></iframe> 2000637",
+    "[click for help](javascript:window.__xss='link') Kunde inte hämta/hitta moms",
+    "<a href=\"javascript:window.__xss='anchor'\">help</a> pricing",
+    "<details open ontoggle=\"window.__xss='toggle'\">x</details> clear cache",
+]
+
+
+def test_no_html_or_javascript_payload_executes(merchant_server: Server, page: Any) -> None:
+    page.goto(merchant_server.url)
+    for payload in XSS_PAYLOADS:
+        ask(page, payload)
+        # Clicking whatever link the message shows must not run a javascript: URL either.
+        for link in page.locator('[data-step-type="user_message"]').last.locator("a").all():
+            link.click()
+    assert page.locator("iframe[srcdoc], svg[onload], details[ontoggle]").count() == 0
+    assert page.evaluate("() => window.__xss") is None
+    shot(page, "merchant-06-xss-payloads")
+
+
 def test_severity_filter_from_chat_settings_applies(merchant_server: Server, page: Any) -> None:
     page.goto(merchant_server.url)
     page.locator("#chat-settings-open-modal").click(timeout=ANSWER_TIMEOUT_MS)
