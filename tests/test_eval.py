@@ -66,3 +66,33 @@ def test_results_lines_follow_the_ask_contract(results):
         line
     )
     json.dumps(line, ensure_ascii=False)
+
+
+def test_compare_and_report_side_by_side(real_bot, tmp_path, capsys):
+    from evals.runner import run_cli
+
+    subset = tmp_path / "subset.jsonl"
+    lines = QUESTIONS.read_text(encoding="utf-8").splitlines()
+    subset.write_text("\n".join(lines[:12] + lines[-6:]) + "\n", encoding="utf-8")
+    output = tmp_path / "results.jsonl"
+    ok = run_cli(
+        real_bot,
+        subset,
+        output=output,
+        compare=True,
+        report=tmp_path / "report",
+        thresholds={"hit@1": 1.01},
+    )
+    assert ok is False  # an unreachable threshold fails the run (non-zero exit in the CLI)
+    printed = capsys.readouterr().out
+    for mode in ("bm25", "dense", "hybrid"):
+        assert mode in printed
+    assert "FAIL" in printed
+    report = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    assert "| hybrid |" in report
+    assert "Worst misses" in report
+    for chart in ("retrievers.png", "tags.png", "latency.png"):
+        assert (tmp_path / "report" / chart).read_bytes().startswith(b"\x89PNG")
+    rows = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 18
+    assert all("hit_rank" in row for row in rows)
