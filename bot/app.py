@@ -78,6 +78,7 @@ def get_bot() -> SupportBot:
             from bot.service import SupportBot
 
             _bot = SupportBot.from_settings(SETTINGS)
+            _bot.warm_up()
             log.info("Support bot loaded (%d entries).", len(_bot.index.entries))
         return _bot
 

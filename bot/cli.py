@@ -44,10 +44,28 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _progress_bar() -> Progress:
-    return Progress(
-        TextColumn("Embedding chunks"), BarColumn(), MofNCompleteColumn(), console=console
-    )
+class _EmbeddingProgress:
+    """A progress bar that appears only once embedding actually starts."""
+
+    def __init__(self) -> None:
+        self._bar: Progress | None = None
+        self._task = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None:
+            self._bar = Progress(
+                TextColumn("Embedding chunks"), BarColumn(), MofNCompleteColumn(), console=console
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("embed", total=total)
+        self._bar.update(self._task, completed=done, total=total)
+
+    def __enter__(self) -> _EmbeddingProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
 
 
 def _load_bot(settings: Settings):  # noqa: ANN202 - imported lazily to keep --help fast
@@ -57,12 +75,19 @@ def _load_bot(settings: Settings):  # noqa: ANN202 - imported lazily to keep --h
     from ingest.index import CorpusError, IndexUnavailableError
 
     try:
-        with _progress_bar() as bar:
-            task = bar.add_task("embed", total=None)
-            return SupportBot.from_settings(
-                settings, progress=lambda done, total: bar.update(task, completed=done, total=total)
-            )
+        with _EmbeddingProgress() as progress:
+            return SupportBot.from_settings(settings, progress=progress)
     except (IndexUnavailableError, CorpusError, ModelNotFoundError, LLMConfigError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _guarded(call, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    """Run an answering call, turning a model that cannot load into a clear error."""
+    from ingest.embedding import ModelNotFoundError
+
+    try:
+        return call(*args, **kwargs)
+    except ModelNotFoundError as exc:
         raise _fail(str(exc)) from None
 
 
@@ -124,10 +149,13 @@ def ingest(
     out: Annotated[Path | None, typer.Option(help="Index folder.")] = None,
 ) -> None:
     """Parse the knowledge documents, embed them and write the index."""
+    from ingest.embedding import ModelNotFoundError
     from ingest.index import CorpusError, IndexUnavailableError
     from ingest.index import ingest as run_ingest
 
     settings = _settings()
+    # A batch job: let torch use every core (answering uses one thread; see the settings).
+    settings.embedding.threads = 0
     if corpus:
         settings.corpus.dir = corpus
     if out:
@@ -137,15 +165,9 @@ def ingest(
     started = time.perf_counter()
     embedder = load_embedder(settings)
     try:
-        with _progress_bar() as bar:
-            task = bar.add_task("embed", total=None)
-            index = run_ingest(
-                index_config(settings),
-                settings.index.dir,
-                embedder,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
-    except (CorpusError, IndexUnavailableError) as exc:
+        with _EmbeddingProgress() as progress:
+            index = run_ingest(index_config(settings), settings.index.dir, embedder, progress)
+    except (CorpusError, IndexUnavailableError, ModelNotFoundError) as exc:
         raise _fail(f"{exc} The previous index, if any, is unchanged.") from None
     for issue in index.issues:
         console.print(f"[yellow]{issue}[/yellow]")
@@ -176,7 +198,7 @@ def ask(
     if question is None and sys.stdin.isatty():
         _interactive(bot, filters, k)
         return
-    answer = bot.answer(_read_text_arg(question), filters=filters, k=k)
+    answer = _guarded(bot.answer, _read_text_arg(question), filters=filters, k=k)
     if as_json:
         # The JSON object is a fixed contract; notices (e.g. truncation) go to stderr.
         for notice in answer.notices:
@@ -219,7 +241,7 @@ def draft(
         raise _fail("--style must be default, shorter or formal.", 2)
     settings = _settings()
     bot = _load_bot(settings)
-    result = bot.draft(_read_text_arg(ticket), style=style)  # type: ignore[arg-type]
+    result = _guarded(bot.draft, _read_text_arg(ticket), style=style)
     for notice in result.notices:
         console.print(f"[yellow]{notice}[/yellow]")
     if as_json:

@@ -312,6 +312,19 @@ class HybridRetriever:
         allowed = np.array([matches_filters(e, filters) for e in self.entries], dtype=bool)
         searched = expand_query(query)
         tokens = self._correct(tokenize(searched))
+        exact = [
+            (self._entry_pos[eid], how)
+            for eid, how in self.exact_lookup(query)
+            if allowed[self._entry_pos[eid]]
+        ]
+        if exact:
+            # Identifiers and messages settle it: no embedding needed (nor model loading).
+            hits = [
+                Hit(self.entries[pos], 1.0, overlap=self.overlap(tokens, pos), exact=how)
+                for pos, how in exact[:k]
+            ]
+            return Retrieval(query, tuple(hits), False, "exact", {"exact": len(exact)})
+
         dense, bm25 = self._entry_scores(searched, tokens)
         fused = self._fuse(dense, bm25, allowed)
         for entry_id in prefer:
@@ -320,26 +333,17 @@ class HybridRetriever:
                 # Conversation context: keep an earlier answer's entry in contention.
                 fused[pos] += 1.0 / (s.rrf_k + 1)
 
-        def hit(pos: int, score: float, exact: str | None = None) -> Hit:
+        def hit(pos: int, score: float) -> Hit:
             return Hit(
                 entry=self.entries[pos],
                 score=float(score),
                 dense=float(dense[pos]),
                 bm25=float(bm25[pos]),
                 overlap=self.overlap(tokens, pos),
-                exact=exact,
             )
 
-        exact = [
-            (self._entry_pos[eid], how)
-            for eid, how in self.exact_lookup(query)
-            if allowed[self._entry_pos[eid]]
-        ]
         order = [int(p) for p in np.argsort(-fused, kind="stable") if np.isfinite(fused[p])]
         best_fused = fused[order[0]] if order else 0.0
-        if exact:
-            hits = [hit(pos, 1.0, how) for pos, how in exact[:k]]
-            return Retrieval(query, tuple(hits), False, "exact", {"exact": len(exact)})
         if not order:
             return Retrieval(query, (), True, "nothing matches the filters")
 

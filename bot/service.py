@@ -36,11 +36,11 @@ def index_config(settings: Settings) -> IndexConfig:
 
 
 def load_embedder(settings: Settings) -> Embeddings:
-    """Load the configured embedding model."""
-    from ingest.embedding import load_embedder as _load
+    """The configured embedding model, loaded on its first use (see ``LazyEmbeddings``)."""
+    from ingest.embedding import LazyEmbeddings
 
     e = settings.embedding
-    return _load(e.model, e.device, e.batch_size, e.threads)
+    return LazyEmbeddings(e.model, e.device, e.batch_size, e.threads)
 
 
 def load_chat_model(settings: Settings) -> BaseChatModel | None:
@@ -117,6 +117,10 @@ class SupportBot:
     def systems(self) -> list[str]:
         """Every system named in the knowledge base, for filter menus."""
         return systems_of(self.index.entries)
+
+    def warm_up(self) -> None:
+        """Load the model and run one query now, so the first real answer is fast."""
+        self.answer("warm up: how do I check if my data has been synced?")
 
     def with_retrieval_mode(self, mode: str) -> SupportBot:
         """The same bot (sharing model and index) searching with another method."""

@@ -43,9 +43,9 @@ t0 = time.perf_counter()
 from bot.config import load_settings
 from bot.service import SupportBot
 bot = SupportBot.from_settings(load_settings(log_level="WARNING"))
-answer = bot.answer("Fiscal year not available")
+answer = bot.answer(sys.argv[1])
 first = time.perf_counter() - t0
-for q in sys.argv[1:]:
+for q in sys.argv[2:]:
     bot.answer(q)
 rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 cited = answer.citations[0].entry.id
@@ -68,12 +68,16 @@ def bench_ingest(index_dir: Path) -> float:
     return time.perf_counter() - started
 
 
-def bench_cold(index_dir: Path, questions: list[str]) -> dict[str, float]:
-    """A new process: imports, model, index load and the first answer; then its peak RSS."""
+def bench_cold(index_dir: Path, first: str, questions: list[str]) -> dict[str, float]:
+    """A new process: imports, index load and the first answer; then its peak RSS.
+
+    An exact lookup (an error code or message) never loads the embedding model, so the
+    first answer is measured for both kinds of question.
+    """
     env = {**os.environ, "SUPPORTBOT_INDEX__DIR": str(index_dir), "SUPPORTBOT_LOG_LEVEL": "WARNING"}
     started = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, *questions],
+        [sys.executable, "-c", _CHILD, first, *questions],
         env=env,
         check=True,
         capture_output=True,
@@ -125,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         index_dir = Path(tmp) / "vectorstore"
         ingest_s = bench_ingest(index_dir)
-        cold = bench_cold(index_dir, questions[:40])
+        cold = bench_cold(index_dir, "how do I see whether my orders were synced?", questions[:40])
+        cold_exact = bench_cold(index_dir, "Fiscal year not available", [])
         warm = bench_warm(index_dir, questions, args.repeat)
 
     dense_p50, dense_p95 = warm["dense"]["p50_ms"], warm["dense"]["p95_ms"]
@@ -133,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "ingest_s": ingest_s,
         "cold_first_answer_s": cold["cold_first_answer_s"],
+        "cold_first_exact_answer_s": cold_exact["cold_first_answer_s"],
         "cold_process_s": cold["cold_process_s"],
         "serving_rss_mb": cold["rss_mb"],
         "warm": {
@@ -162,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("ingest (full corpus, new process)", f"{ingest_s:.2f} s", "≤ 10 s"),
         ("cold start to first answer", f"{cold['cold_first_answer_s']:.2f} s", "≤ 3 s"),
+        (
+            "  first answer by exact lookup",
+            f"{cold_exact['cold_first_answer_s']:.2f} s",
+            "model not loaded",
+        ),
         ("  whole cold process (40 answers)", f"{cold['cold_process_s']:.2f} s", ""),
         ("serving peak RSS", f"{cold['rss_mb']:.0f} MB", "≤ 600 MB"),
     ]

@@ -89,3 +89,33 @@ def load_embedder(
 ) -> Embeddings:
     """Load the configured sentence-transformers model (the slow part of start-up)."""
     return SentenceTransformerEmbeddings(model, device, batch_size, threads)
+
+
+class LazyEmbeddings(Embeddings):
+    """Loads the model on the first embedding, not before.
+
+    Importing sentence-transformers and torch costs several seconds; a process that
+    only answers exact lookups (an error code, a pasted message) never pays it.
+    """
+
+    def __init__(
+        self, model: str = "", device: str = "cpu", batch_size: int = 32, threads: int = 0
+    ):
+        self.name = model_label(model)
+        self._args = (model, device, batch_size, threads)
+        self._loaded: SentenceTransformerEmbeddings | None = None
+
+    @property
+    def loaded(self) -> SentenceTransformerEmbeddings:
+        """The real model, loaded now if it was not yet."""
+        if self._loaded is None:
+            self._loaded = SentenceTransformerEmbeddings(*self._args)
+        return self._loaded
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed many texts with the real model."""
+        return self.loaded.embed_documents(texts)
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed one query with the real model."""
+        return self.loaded.embed_query(text)
