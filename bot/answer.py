@@ -189,7 +189,7 @@ def retrieve_for(
     in_vocabulary = retriever.known_share(tokenize(question)) >= 0.6
     if not follow_up and not (result.abstained and in_vocabulary):
         return result
-    contextual = retriever.retrieve(f"{question} {previous}", k=k, filters=filters, prefer=cited)
+    contextual = retriever.retrieve(question, k=k, filters=filters, prefer=cited, context=previous)
     return result if contextual.abstained else contextual
 
 

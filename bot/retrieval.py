@@ -107,6 +107,9 @@ class _Template:
     pattern: re.Pattern[str]
     words: int
     own: bool  # the entry's own message, not one quoted inside a grouped entry
+    # Entries whose own message is this grouped error's message or translation: the
+    # dedicated entry for the same error, which should come first.
+    dedicated: tuple[str, ...] = ()
 
 
 def _template_pattern(message: str) -> re.Pattern[str] | None:
@@ -195,12 +198,23 @@ class HybridRetriever:
 
     @cached_property
     def _templates(self) -> list[_Template]:
+        own_messages: dict[str, list[str]] = {}
+        for e in self.entries:
+            if e.message:
+                own_messages.setdefault(" ".join(_words(e.message)), []).append(e.id)
         out = []
         for e in self.entries:
             for message, own in _messages_of(e):
                 pattern = _template_pattern(message)
-                if pattern is not None:
-                    out.append(_Template(e.id, pattern, len(_words(message)), own))
+                if pattern is None:
+                    continue
+                dedicated: list[str] = []
+                if not own:
+                    for part in e.parts:
+                        if message in (part.message, part.gloss):
+                            for variant in filter(None, (part.message, part.gloss)):
+                                dedicated += own_messages.get(" ".join(_words(variant)), [])
+                out.append(_Template(e.id, pattern, len(_words(message)), own, tuple(dedicated)))
         return out
 
     # -- exact lookups -------------------------------------------------------
@@ -232,6 +246,8 @@ class HybridRetriever:
                 # Longer messages are more specific; an entry's own message beats the same
                 # message quoted in a grouped entry.
                 found.append((t.entry_id, "message", 500 + 2 * t.words + (1 if t.own else 0)))
+                for entry_id in t.dedicated:
+                    found.append((entry_id, "message", 500 + 2 * t.words + 1))
         best: dict[str, tuple[str, int]] = {}
         for entry_id, how, strength in found:
             if entry_id not in best or strength > best[entry_id][1]:
@@ -305,8 +321,13 @@ class HybridRetriever:
         k: int | None = None,
         filters: Filters | None = None,
         prefer: Sequence[str] = (),
+        context: str = "",
     ) -> Retrieval:
-        """Rank entries for ``query``; ``prefer`` lists entry ids from the conversation so far."""
+        """Rank entries for ``query``.
+
+        ``context`` is the conversation's previous question and ``prefer`` the entries
+        cited so far; both only weigh in, the new question counts most.
+        """
         s = self.settings
         k = k or s.top_k
         allowed = np.array([matches_filters(e, filters) for e in self.entries], dtype=bool)
@@ -326,6 +347,19 @@ class HybridRetriever:
             return Retrieval(query, tuple(hits), False, "exact", {"exact": len(exact)})
 
         dense, bm25 = self._entry_scores(searched, tokens)
+        if context:
+            # The new question counts twice as much as the earlier one: "and if we have two
+            # stores?" after a pricing question is about stores, within pricing.
+            searched_context = expand_query(context)
+            context_tokens = self._correct(tokenize(searched_context))
+            c_dense, c_bm25 = self._entry_scores(searched_context, context_tokens)
+            dense = (2 * dense + c_dense) / 3
+            bm25 = (2 * bm25 + c_bm25) / 3
+            tokens = tokens + [t for t in context_tokens if t not in tokens]
+            # A follow-up is as answerable as the conversation it continues.
+            signal_dense, signal_bm25 = np.maximum(dense, c_dense), np.maximum(bm25, c_bm25)
+        else:
+            signal_dense, signal_bm25 = dense, bm25
         fused = self._fuse(dense, bm25, allowed)
         for entry_id in prefer:
             pos = self._entry_pos.get(entry_id)
@@ -350,8 +384,8 @@ class HybridRetriever:
         top = order[0]
         # Signals are taken from all entries passing the filters, whatever the ranking mode,
         # so that one calibration serves hybrid, dense and BM25 ranking alike.
-        best_dense = float(np.max(np.where(allowed, dense, -1.0)))
-        best_keyword = float(np.max(np.where(allowed, self._keyword(bm25), 0.0)))
+        best_dense = float(np.max(np.where(allowed, signal_dense, -1.0)))
+        best_keyword = float(np.max(np.where(allowed, self._keyword(signal_bm25), 0.0)))
         signals = {
             "fused": float(best_fused),
             "dense": best_dense,

@@ -40,8 +40,13 @@ def _specific(message: str) -> bool:
 
 
 def _same_message(message: str) -> set[str]:
-    key = " ".join(_words(message))
-    return {e.id for e in ENTRIES for m in e.messages() if " ".join(_words(m)) == key}
+    """Entries showing this message, or its translation when a grouped entry quotes both."""
+    keys = {" ".join(_words(message))}
+    for e in ENTRIES:
+        for part in e.parts:
+            if message in (part.message, part.gloss):
+                keys |= {" ".join(_words(m)) for m in (part.message, part.gloss) if m}
+    return {e.id for e in ENTRIES for m in e.messages() if " ".join(_words(m)) in keys}
 
 
 def _spellings(code: str) -> tuple[str, ...]:
