@@ -17,7 +17,7 @@ from langchain_core.language_models import BaseChatModel
 from bot.answer_types import Answer, Citation, Draft, Filters, Turn
 from bot.config import AnswerSettings, Settings
 from bot.retrieval import HybridRetriever, Retrieval
-from ingest.chunking import token_counter, truncate_tokens
+from ingest.chunking import heading_text, token_counter, truncate_tokens
 from ingest.entries import Entry
 from ingest.keyword import tokenize
 
@@ -189,7 +189,11 @@ def retrieve_for(
     in_vocabulary = retriever.known_share(tokenize(question)) >= 0.6
     if not follow_up and not (result.abstained and in_vocabulary):
         return result
-    contextual = retriever.retrieve(question, k=k, filters=filters, prefer=cited, context=previous)
+    # The conversation is about what was asked and what was answered: "what is error 2000637"
+    # says little by itself, its answer's heading says what the error is.
+    by_id = retriever.index.by_id
+    context = " ".join([previous, *(heading_text(by_id[i]) for i in cited if i in by_id)])
+    contextual = retriever.retrieve(question, k=k, filters=filters, prefer=cited, context=context)
     return result if contextual.abstained else contextual
 
 
@@ -244,7 +248,7 @@ def answer_question(
     result = retrieve_for(cleaned, retriever, history, filters, k)
     entries = retriever.entries
     if result.abstained:
-        log.info("Abstained on %r: %s", cleaned[:80], result.reason)
+        log.debug("Abstained on %r: %s", cleaned[:80], result.reason)
         return Answer(question, abstain_text(entries, settings.answer), (), True, notices)
     cited = [h.entry for h in result.hits]
     citations = tuple(Citation(h.entry, h.score) for h in result.hits)
@@ -293,7 +297,8 @@ def draft_reply(
 
     entry = result.hits[0].entry
     lines = [greeting, "", thanks]
-    if style != "shorter":
+    is_error = entry.kind in ("error_code", "error_pattern")
+    if style != "shorter" and is_error:
         what = f"The error you are seeing is {format_citation(entry)}"
         if entry.message:
             what += f' ("{entry.message}")'
@@ -304,8 +309,10 @@ def draft_reply(
             lines += ["", f'"{part.message}": {part.cause or ""}'.strip()]
         if entry.kind in ("faq", "guide") and entry.text:
             lines += ["", entry.text]
-    else:
+    elif style == "shorter":
         lines += ["", f"This is {format_citation(entry)}."]
+    else:
+        lines += ["", f"About your question, see {format_citation(entry)}:"]
     steps = solution_steps(entry.solution or "") or [
         step for part in entry.parts for step in solution_steps(part.solution or "")
     ]

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -227,16 +228,13 @@ def _rate_limit_wait() -> float:
     return wait
 
 
-@cl.on_message
-async def _on_message(message: cl.Message) -> None:
+async def _guarded(work: Callable[[], Awaitable[None]]) -> None:
+    """Run one user request: rate-limited, and never showing the user a raw exception."""
     if wait := _rate_limit_wait():
         await cl.Message(content=render.rate_limited_text(wait)).send()
         return
     try:
-        if _profile() == render.AGENT:
-            await _draft(message.content, "default")
-        else:
-            await _answer(message.content)
+        await work()
     except Exception:
         log.exception("Answering failed")
         await cl.Message(
@@ -244,6 +242,14 @@ async def _on_message(message: cl.Message) -> None:
             "**Talk to a human** to reach Junipeer support.",
             actions=[_handoff_action()],
         ).send()
+
+
+@cl.on_message
+async def _on_message(message: cl.Message) -> None:
+    if _profile() == render.AGENT:
+        await _guarded(lambda: _draft(message.content, "default"))
+    else:
+        await _guarded(lambda: _answer(message.content))
 
 
 def _handoff_action() -> cl.Action:
@@ -289,16 +295,22 @@ async def _draft(ticket: str, style: render.DraftStyle) -> None:
 
 @cl.action_callback(render.HANDOFF_ACTION)
 async def _on_handoff(action: cl.Action) -> None:
-    rendered = render.render_contacts((await bot()).support_contacts())
-    await cl.Message(content=rendered.content, metadata=rendered.metadata).send()
+    async def send_contacts() -> None:
+        rendered = render.render_contacts((await bot()).support_contacts())
+        await cl.Message(content=rendered.content, metadata=rendered.metadata).send()
+
+    await _guarded(send_contacts)
 
 
 @cl.action_callback(render.REDRAFT_ACTION)
 async def _on_redraft(action: cl.Action) -> None:
     if _profile() != render.AGENT:
         return
-    style = action.payload.get("style", "default")
-    await _draft(str(action.payload.get("ticket", "")), style)
+    # The payload comes back from the browser: accept only the styles we offer.
+    style = action.payload.get("style")
+    if style not in render.STYLE_LABELS:
+        style = "default"
+    await _guarded(lambda: _draft(str(action.payload.get("ticket", "")), style))
 
 
 # -- starting a server ---------------------------------------------------------------------------

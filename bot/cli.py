@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from bot.answer_types import Answer, Filters
-from bot.config import Settings, load_settings
+from bot.config import REPO_ROOT, Settings, load_settings
 
 app = typer.Typer(
     help="Junipeer support bot: grounded answers with citations from the knowledge base.",
@@ -26,7 +26,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
-log = logging.getLogger("supportbot")
 
 
 def _settings(**overrides: object) -> Settings:
@@ -220,7 +219,7 @@ def _interactive(bot, filters: Filters | None, k: int | None) -> None:  # noqa: 
             break
         if not question:
             break
-        answer = bot.answer(question, history=history, filters=filters, k=k)
+        answer = _guarded(bot.answer, question, history=history[-8:], filters=filters, k=k)
         _print_answer(answer)
         history += [
             Turn("user", question),
@@ -258,9 +257,9 @@ def draft(
 
 @app.command("eval")
 def eval_command(
-    file: Annotated[Path, typer.Option("--file", help="Questions JSONL.")] = Path(
-        "evals/questions.jsonl"
-    ),
+    file: Annotated[Path, typer.Option("--file", help="Questions JSONL.")] = REPO_ROOT
+    / "evals"
+    / "questions.jsonl",
     output: Annotated[Path | None, typer.Option(help="Write per-question results here.")] = None,
     retriever: Annotated[str, typer.Option(help="hybrid, bm25 or dense.")] = "hybrid",
     compare: Annotated[bool, typer.Option(help="Run bm25, dense and hybrid side by side.")] = False,
@@ -326,9 +325,11 @@ def feedback(
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV with a header row.")] = False,
 ) -> None:
     """Export thumbs up/down with the question, the answer and its citations."""
-    from bot.persistence import fetch_feedback
+    from bot.persistence import create_schema, fetch_feedback
 
     settings = _settings()
+    # Before the chat has ever run there are no tables yet: that is "no feedback", not an error.
+    create_schema(settings.chat.database_url)
     rows = fetch_feedback(settings.chat.database_url)
     if as_csv:
         import csv
@@ -357,10 +358,11 @@ def gaps(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
 ) -> None:
     """Content-gap report: abstentions and thumbs-down answers grouped by cited entry."""
-    from bot.persistence import fetch_abstentions, fetch_feedback, gap_report
+    from bot.persistence import create_schema, fetch_abstentions, fetch_feedback, gap_report
 
     settings = _settings()
     url = settings.chat.database_url
+    create_schema(url)
     report = gap_report(fetch_feedback(url), fetch_abstentions(url))
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False, default=str, indent=1))

@@ -115,6 +115,11 @@ class RetrievalSettings(BaseModel):
     known_weight: float = Field(
         default=0.3, ge=0, description="Weight of the known-words share in the confidence."
     )
+    follow_up_boost: float = Field(
+        default=0.05,
+        ge=0,
+        description="Score added, in a follow-up, to the entries the conversation already cited.",
+    )
     related_ratio: float = Field(
         default=0.9,
         description="Runner-up entries scoring at least this share of the best are also cited.",
@@ -192,7 +197,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SUPPORTBOT_",
         env_nested_delimiter="__",
-        env_file=".env",
+        env_file=REPO_ROOT / ".env",
         env_file_encoding="utf-8",
         extra="ignore",
     )

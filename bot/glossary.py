@@ -3,8 +3,9 @@
 Merchants of a Swedish accounting system often ask in Swedish or Norwegian,
 while the knowledge base (and the English-only MiniLM model) speak English.
 Appending the English terms to the query lets both BM25 and the dense model
-see words they know. This is general domain vocabulary (accounting, e-commerce
-and support words), not a table of questions to answers.
+see words they know; the translated form tells abstention which words are
+known. This is general domain vocabulary (accounting, e-commerce and support
+words), not a table of questions to answers.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ GLOSSARY: dict[str, str] = {
     "moms": "VAT",
     "mva": "VAT",
     "valuta": "currency",
-    "kund": "customer",
-    "kunde": "customer",
+    # Not "kund…": Swedish "kunde" means "could" ("Kunde inte hämta …").
+    "kunder": "customers",
+    "kunden": "customer",
+    "kundnummer": "customer number",
     "leverantör": "supplier",
     "leveranssätt": "shipping method",
     "frakt": "shipping",
@@ -89,8 +92,8 @@ _PATTERNS = [
 _NORDIC = re.compile(r"[åäöøæ]|\b(och|inte|jag|ikke|jeg|hur|hvordan|vad|hva|kan|det)\b")
 
 
-def expand_query(query: str) -> str:
-    """Return the query with Nordic support terms replaced by their English equivalents.
+def translate_query(query: str) -> str:
+    """The query with Nordic support terms replaced by English ones (for vocabulary checks).
 
     English queries are returned unchanged, so the translation cannot disturb them.
     """
@@ -100,3 +103,15 @@ def expand_query(query: str) -> str:
     for pattern, english in _PATTERNS:
         text = pattern.sub(english, text)
     return text
+
+
+def expand_query(query: str) -> str:
+    """The query with English equivalents of its Nordic support terms appended.
+
+    The original words stay: the knowledge base quotes Swedish messages verbatim.
+    """
+    text = normalize_text(query)
+    if not _NORDIC.search(text):
+        return query
+    extra = [english for pattern, english in _PATTERNS if pattern.search(text)]
+    return f"{query} ({' '.join(dict.fromkeys(extra))})" if extra else query

@@ -310,7 +310,7 @@ _ABSTENTION_SQL = """
 SELECT s."id" AS step_id, s."threadId" AS thread_id, s."output" AS answer,
        s."metadata" AS metadata, s."createdAt" AS created_at
 FROM steps s
-WHERE s."type" = 'assistant_message' AND CAST(s."metadata" AS TEXT) LIKE '%abstained%'
+WHERE s."type" = 'assistant_message' AND CAST(s."metadata" AS TEXT) LIKE '%"abstained": true%'
 ORDER BY s."createdAt"
 """
 

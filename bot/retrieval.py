@@ -24,7 +24,7 @@ from pydantic import ConfigDict
 
 from bot.answer_types import Filters
 from bot.config import RetrievalSettings
-from bot.glossary import expand_query
+from bot.glossary import expand_query, translate_query
 from ingest.entries import Entry
 from ingest.index import KnowledgeIndex, embed_query
 from ingest.keyword import STOPWORDS, TypoCorrector, normalize_text, tokenize
@@ -180,6 +180,7 @@ class HybridRetriever:
         self._vocabulary = sorted({t for toks in self._entry_tokens for t in toks})
         self._vocabulary_set = frozenset(self._vocabulary)
         self._typos = TypoCorrector(self._vocabulary_set)
+        self._vectors: dict[str, np.ndarray] = {}
 
     @cached_property
     def _entry_pos(self) -> dict[str, int]:
@@ -242,7 +243,6 @@ class HybridRetriever:
                 found.append((e.id, "numeric", 950))
         for t in self._templates:
             if t.pattern.search(text):
-                # Longer messages are more specific evidence.
                 # Longer messages are more specific; an entry's own message beats the same
                 # message quoted in a grouped entry.
                 found.append((t.entry_id, "message", 500 + 2 * t.words + (1 if t.own else 0)))
@@ -261,13 +261,24 @@ class HybridRetriever:
         """Map unknown (likely misspelt) tokens to close vocabulary words."""
         return [self._typos.correct(t) for t in tokens]
 
+    def _query_vector(self, query: str) -> np.ndarray:
+        # A follow-up embeds the same texts again (alone, then with its context); the
+        # embedding is the one costly step of a search, so recent ones are kept.
+        vector = self._vectors.get(query)
+        if vector is None:
+            vector = embed_query(self.embedder, query)
+            if len(self._vectors) >= 256:
+                self._vectors.pop(next(iter(self._vectors)))
+            self._vectors[query] = vector
+        return vector
+
     def _entry_scores(self, query: str, tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Best dense and BM25 score per entry (max over the entry's chunks)."""
         n = len(self.entries)
         dense = np.full(n, -1.0, dtype=np.float32)
         bm25 = np.zeros(n, dtype=np.float32)
         if self.settings.mode != "bm25":
-            vector = embed_query(self.embedder, query)
+            vector = self._query_vector(query)
             np.maximum.at(dense, self._chunk_entry, self.index.dense_scores(vector))
             dense = np.maximum(dense, self.index.title_scores(vector))
         # BM25 is computed in every mode: it costs microseconds and feeds abstention.
@@ -331,8 +342,9 @@ class HybridRetriever:
         s = self.settings
         k = k or s.top_k
         allowed = np.array([matches_filters(e, filters) for e in self.entries], dtype=bool)
-        searched = expand_query(query)
-        tokens = self._correct(tokenize(searched))
+        # BM25 gets the original words plus English ones (the guide quotes Swedish messages);
+        # the English-only MiniLM model gets the English rendering.
+        tokens = self._correct(tokenize(expand_query(query)))
         exact = [
             (self._entry_pos[eid], how)
             for eid, how in self.exact_lookup(query)
@@ -346,13 +358,12 @@ class HybridRetriever:
             ]
             return Retrieval(query, tuple(hits), False, "exact", {"exact": len(exact)})
 
-        dense, bm25 = self._entry_scores(searched, tokens)
+        dense, bm25 = self._entry_scores(translate_query(query), tokens)
         if context:
             # The new question counts twice as much as the earlier one: "and if we have two
             # stores?" after a pricing question is about stores, within pricing.
-            searched_context = expand_query(context)
-            context_tokens = self._correct(tokenize(searched_context))
-            c_dense, c_bm25 = self._entry_scores(searched_context, context_tokens)
+            context_tokens = self._correct(tokenize(expand_query(context)))
+            c_dense, c_bm25 = self._entry_scores(translate_query(context), context_tokens)
             dense = (2 * dense + c_dense) / 3
             bm25 = (2 * bm25 + c_bm25) / 3
             tokens = tokens + [t for t in context_tokens if t not in tokens]
@@ -364,8 +375,9 @@ class HybridRetriever:
         for entry_id in prefer:
             pos = self._entry_pos.get(entry_id)
             if pos is not None and allowed[pos]:
-                # Conversation context: keep an earlier answer's entry in contention.
-                fused[pos] += 1.0 / (s.rrf_k + 1)
+                # Conversation context: the entry the conversation is about stays in front
+                # unless the new question clearly points elsewhere.
+                fused[pos] += s.follow_up_boost
 
         def hit(pos: int, score: float) -> Hit:
             return Hit(
@@ -390,7 +402,9 @@ class HybridRetriever:
             "fused": float(best_fused),
             "dense": best_dense,
             "keyword": best_keyword,
-            "known": self.known_share(tokens),
+            "known": self.known_share(
+                self._correct(tokenize(translate_query(f"{query} {context}".strip())))
+            ),
             "overlap": self.overlap(tokens, top),
         }
         reason = self._abstain_reason(signals)
@@ -420,13 +434,6 @@ class HybridRetriever:
         if confidence < s.min_confidence:
             return f"confidence {confidence:.2f} is below {s.min_confidence}"
         return ""
-
-    def ranked(self, query: str, k: int, filters: Filters | None = None) -> list[Hit]:
-        """Hits ranked for evaluation: never abstains, always up to ``k`` entries."""
-        result = self.retrieve(query, k=k, filters=filters)
-        if result.hits:
-            return list(result.hits)
-        return []
 
 
 def hit_to_document(hit: Hit) -> Document:

@@ -26,8 +26,6 @@ from pathlib import Path
 from bot.config import load_settings
 from evals.runner import RETRIEVERS, load_questions
 
-log = logging.getLogger(__name__)
-
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = {
     "ingest_s": 10.0,

@@ -7,6 +7,7 @@ Exposed as a langchain ``Embeddings`` so tests can swap in
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 from langchain_core.embeddings import Embeddings
@@ -104,12 +105,15 @@ class LazyEmbeddings(Embeddings):
         self.name = model_label(model)
         self._args = (model, device, batch_size, threads)
         self._loaded: SentenceTransformerEmbeddings | None = None
+        self._lock = threading.Lock()
 
     @property
     def loaded(self) -> SentenceTransformerEmbeddings:
         """The real model, loaded now if it was not yet."""
         if self._loaded is None:
-            self._loaded = SentenceTransformerEmbeddings(*self._args)
+            with self._lock:  # chat requests run in threads: load the model once
+                if self._loaded is None:
+                    self._loaded = SentenceTransformerEmbeddings(*self._args)
         return self._loaded
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:

@@ -127,6 +127,14 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_corpus(corpus_dir: Path, max_file_bytes: int) -> tuple[list[CorpusFile], list[ParseIssue]]:
     """Read every corpus file, reporting (not raising on) unreadable ones."""
     if not corpus_dir.is_dir():
@@ -136,14 +144,15 @@ def read_corpus(corpus_dir: Path, max_file_bytes: int) -> tuple[list[CorpusFile]
     for path in sorted(corpus_dir.iterdir()):
         if path.suffix.lower() not in CORPUS_SUFFIXES or not path.is_file():
             continue
-        data = path.read_bytes()
-        digest = sha256_bytes(data)
-        if len(data) > max_file_bytes:
+        if path.stat().st_size > max_file_bytes:
+            # Checked before reading, so an oversized file never sits in memory.
             issues.append(
                 ParseIssue(path.name, 0, f"file is larger than {max_file_bytes} bytes", "error")
             )
-            files.append(CorpusFile(path.name, digest, None))
+            files.append(CorpusFile(path.name, _sha256_file(path), None))
             continue
+        data = path.read_bytes()
+        digest = sha256_bytes(data)
         if b"\x00" in data:
             issues.append(ParseIssue(path.name, 0, "file is binary, not text", "error"))
             files.append(CorpusFile(path.name, digest, None))

@@ -1,0 +1,483 @@
+"""The chat server under concurrent sessions, a crash, its rate limit and its login.
+
+Starts real ``chainlit run bot/app.py`` servers (real bot, the session's index from
+``conftest.real_index_dir``, temporary SQLite) and drives them with
+:mod:`evals.load`, which speaks Socket.IO and HTTP exactly as the browser does. No
+browser needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from socketio.exceptions import ConnectionError as SocketRefused
+
+from bot.chat_render import rate_limited_text
+from bot.config import Settings
+from bot.persistence import fetch_feedback
+from evals.load import ChatSession, Exchange, LoadResult, feedback_problems, run_load
+from tests.test_browser import _free_port, _wait_until_up
+
+REPO = Path(__file__).resolve().parent.parent
+AGENT_USER, AGENT_PASSWORD = "agent", "secret-pw"
+# A load run asks back to back; the default 20 a minute per session would cut it short.
+LOAD_RATE_LIMIT = "1000"
+
+
+@dataclass
+class ChatServer:
+    """A running ``chainlit run`` process and where it keeps things."""
+
+    url: str
+    database_url: str
+    db_path: Path
+    log: Path
+    process: subprocess.Popen
+
+
+def _spawn(
+    tmp: Path, index_dir: Path, extra_env: dict[str, str], log_name: str = "server.log"
+) -> ChatServer:
+    """Start a server on a free port with the database ``tmp/chat.db``; wait until up."""
+    db_path = tmp / "chat.db"
+    database_url = f"sqlite+aiosqlite:///{db_path}"
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SUPPORTBOT_")}
+    env.pop("CHAINLIT_AUTH_SECRET", None)
+    env.update(
+        {
+            "SUPPORTBOT_CHAT__DATABASE_URL": database_url,
+            "SUPPORTBOT_INDEX__DIR": str(index_dir),
+            "SUPPORTBOT_LOG_LEVEL": "INFO",
+            "CHAINLIT_APP_ROOT": str(REPO),
+            **extra_env,
+        }
+    )
+    port = _free_port()
+    command = [sys.executable, "-m", "chainlit", "run", str(REPO / "bot" / "app.py")]
+    command += ["--headless", "--host", "127.0.0.1", "--port", str(port)]
+    log = tmp / log_name
+    with log.open("w") as out:
+        # cwd=tmp: no developer .env is read; the server sees only the env above.
+        process = subprocess.Popen(command, cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT)
+    server = ChatServer(f"http://127.0.0.1:{port}", database_url, db_path, log, process)
+    try:
+        _wait_until_up(server.url, process, log)
+    except BaseException:
+        _stop(server)
+        raise
+    return server
+
+
+def _stop(server: ChatServer) -> None:
+    if server.process.poll() is None:
+        server.process.terminate()
+        try:
+            server.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def index_dir(real_bot: Any, real_index_dir: Path) -> Path:
+    """The session's index, built (by ``real_bot``) before any server looks for it."""
+    return real_index_dir
+
+
+def _merchant_server(tmp: Path, index_dir: Path, rate_limit: str) -> Iterator[ChatServer]:
+    env = {
+        "SUPPORTBOT_CHAT__AGENT_PROFILE": "false",
+        "SUPPORTBOT_CHAT__RATE_LIMIT_PER_MINUTE": rate_limit,
+    }
+    server = _spawn(tmp, index_dir, env)
+    try:
+        yield server
+    finally:
+        _stop(server)
+
+
+@pytest.fixture(scope="module")
+def load_server(tmp_path_factory: pytest.TempPathFactory, index_dir: Path) -> Iterator[ChatServer]:
+    """A merchant instance whose rate limit a load run does not reach."""
+    yield from _merchant_server(tmp_path_factory.mktemp("load"), index_dir, LOAD_RATE_LIMIT)
+
+
+def _sqlite_state(db_path: Path) -> tuple[str, str, set[str]]:
+    """(integrity_check, journal_mode, feedback ids) read with plain sqlite3."""
+    con = sqlite3.connect(db_path, timeout=15)
+    try:
+        integrity = con.execute("PRAGMA integrity_check").fetchone()[0]
+        mode = con.execute("PRAGMA journal_mode").fetchone()[0]
+        ids = {str(row[0]) for row in con.execute('SELECT "id" FROM feedbacks')}
+    finally:
+        con.close()
+    return integrity, mode, ids
+
+
+# -- load -----------------------------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_concurrent_sessions_are_answered_and_every_acknowledged_feedback_is_stored(
+    load_server: ChatServer,
+) -> None:
+    result = run_load(load_server.url, 10, 5, question_timeout=30, overall_timeout=90)
+
+    assert result.errors == []
+    assert len(result.answered) == 50
+    assert len(result.acknowledged) == 50
+    assert result.wall_s < 60
+    # The server used the session's index; it did not build its own.
+    assert "Rebuilding the index" not in load_server.log.read_text()
+
+    assert feedback_problems(load_server.database_url, result) == []
+    rows = {r["feedback_id"]: r for r in fetch_feedback(load_server.database_url)}
+    for e in result.acknowledged:
+        row = rows[e.feedback_id]
+        assert (row["step_id"], row["thread_id"]) == (e.answer_id, e.thread_id)
+        assert row["question"] == e.question
+        assert row["answer"] == e.answer
+        assert row["value"] == e.feedback_value
+        assert row["comment"] == ("" if e.feedback_value else f"load s{e.session} q{e.index}")
+    # Each session is one thread; every exchange of a session landed in it.
+    threads = {s: {e.thread_id for e in result.exchanges if e.session == s} for s in range(10)}
+    assert all(len(ids) == 1 for ids in threads.values())
+    assert len(set.union(*threads.values())) == 10
+
+
+@pytest.mark.model
+@pytest.mark.xfail(
+    reason="Chainlit 2.12 session.get_config runs set_chat_profiles with a re-entrant "
+    "run_until_complete (nest_asyncio) inside the socket connect handler: simultaneous "
+    "connects naming a chat profile nest until RecursionError (about 25-30 at once) and "
+    "the surplus connections are dropped. See evals/load.py.",
+    strict=False,
+)
+def test_a_burst_of_tabs_connecting_at_once_all_get_a_session(load_server: ChatServer) -> None:
+    # E.g. every open tab reconnecting after a restart. The browser always sends the
+    # default profile ("Merchant") on connect.
+    result = run_load(
+        load_server.url, 60, 1, feedback=False, connect_timeout=10, overall_timeout=30
+    )
+    assert result.errors == []
+
+
+@pytest.mark.model
+def test_the_same_burst_without_a_chat_profile_is_fine(load_server: ChatServer) -> None:
+    # The control for the xfail above: without a profile get_config returns at once.
+    result = run_load(
+        load_server.url, 60, 1, feedback=False, profile=None, connect_timeout=10, overall_timeout=30
+    )
+    assert result.errors == []
+
+
+# -- durability --------------------------------------------------------------------------------
+
+
+@dataclass
+class Crash:
+    """A load cut short by SIGKILL, and a server restarted on the same database."""
+
+    result: LoadResult
+    acknowledged_at_kill: int
+    wal_bytes_at_kill: int
+    restarted: ChatServer
+
+
+@pytest.fixture(scope="module")
+def crash(tmp_path_factory: pytest.TempPathFactory, index_dir: Path) -> Iterator[Crash]:
+    """20 sessions x 30 questions; SIGKILL once 60 feedbacks are acknowledged; restart."""
+    tmp = tmp_path_factory.mktemp("durability")
+    env = {
+        "SUPPORTBOT_CHAT__AGENT_PROFILE": "false",
+        "SUPPORTBOT_CHAT__RATE_LIMIT_PER_MINUTE": LOAD_RATE_LIMIT,
+    }
+    server = _spawn(tmp, index_dir, env, "server-1.log")
+    enough = threading.Event()
+    acks: list[Exchange] = []
+
+    def on_feedback(exchange: Exchange) -> None:
+        acks.append(exchange)
+        if len(acks) >= 60:
+            enough.set()
+
+    outcome: dict[str, LoadResult] = {}
+
+    def load() -> None:
+        outcome["result"] = run_load(
+            server.url,
+            20,
+            30,
+            question_timeout=10,
+            overall_timeout=90,
+            ramp_up_s=1,
+            on_feedback=on_feedback,
+        )
+
+    loader = threading.Thread(target=load, name="load", daemon=True)
+    try:
+        loader.start()
+        assert enough.wait(60), f"only {len(acks)} feedbacks acknowledged in 60 s"
+        server.process.kill()  # SIGKILL mid-run: no shutdown hooks, writes in flight
+        server.process.wait(timeout=15)
+        killed_at = len(acks)
+        wal = Path(f"{server.db_path}-wal")
+        wal_bytes = wal.stat().st_size if wal.exists() else 0
+        loader.join(60)
+        assert not loader.is_alive(), "the load did not stop after the server died"
+    finally:
+        _stop(server)
+
+    restarted = _spawn(tmp, index_dir, env, "server-2.log")
+    try:
+        yield Crash(outcome["result"], killed_at, wal_bytes, restarted)
+    finally:
+        _stop(restarted)
+
+
+@pytest.mark.model
+def test_after_a_sigkill_mid_load_the_database_opens_cleanly(crash: Crash) -> None:
+    # The kill cut the load short (the sessions saw their sockets close) ...
+    assert crash.result.errors
+    assert len(crash.result.answered) < 20 * 30
+    # ... and left a write-ahead log to recover, which the restart did.
+    assert crash.wal_bytes_at_kill > 0
+    integrity, mode, _ = _sqlite_state(crash.restarted.db_path)
+    assert integrity == "ok"
+    assert mode == "wal"
+    # The restarted server answers and stores feedback on the recovered database.
+    after = run_load(crash.restarted.url, 1, 2, question_timeout=30, overall_timeout=60)
+    assert after.errors == []
+    assert feedback_problems(crash.restarted.database_url, after) == []
+
+
+@pytest.mark.model
+def test_every_feedback_acknowledged_before_a_sigkill_is_stored(crash: Crash) -> None:
+    acknowledged = crash.result.acknowledged
+    assert len(acknowledged) >= crash.acknowledged_at_kill >= 60
+    _, _, stored = _sqlite_state(crash.restarted.db_path)
+    missing = {e.feedback_id for e in acknowledged} - stored
+    assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged feedbacks lost"
+
+
+@pytest.mark.model
+@pytest.mark.xfail(
+    reason="Chainlit writes steps in fire-and-forget tasks (Step.send/Message._create: "
+    "asyncio.create_task(create_step)) while PUT /feedback is awaited, so under load the "
+    "feedback row is committed seconds before the answer it rates; a crash in between "
+    "keeps the feedback but loses the answer (fetch_feedback then drops the row or shows "
+    "it with no answer and no citations).",
+    strict=False,
+)
+def test_every_feedback_acknowledged_before_a_sigkill_still_shows_its_answer(
+    crash: Crash,
+) -> None:
+    assert feedback_problems(crash.restarted.database_url, crash.result, wait_s=1) == []
+
+
+# -- rate limit --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def limited_server(
+    tmp_path_factory: pytest.TempPathFactory, index_dir: Path
+) -> Iterator[ChatServer]:
+    """A merchant instance allowing 3 messages per session and minute."""
+    yield from _merchant_server(tmp_path_factory.mktemp("limited"), index_dir, "3")
+
+
+@pytest.mark.model
+def test_a_session_over_its_rate_limit_gets_a_polite_notice_at_once(
+    limited_server: ChatServer,
+) -> None:
+    result = run_load(limited_server.url, 1, 5, feedback=False, overall_timeout=90)
+
+    answers, limited = result.exchanges[:3], result.exchanges[3:]
+    assert len(result.exchanges) == 5
+    assert all(e.error is None and not e.rate_limited for e in answers)
+    assert all(e.rate_limited for e in limited)
+    for e in limited:
+        wait = re.search(r"Please wait (\d+) seconds", e.answer)
+        assert wait, e.answer
+        assert e.answer == rate_limited_text(int(wait.group(1)))
+        assert 50 <= int(wait.group(1)) <= 60  # the window opens a minute after the 1st
+        assert e.latency_s is not None
+        assert e.latency_s < 2.0
+
+    # The limit is per session: a new tab is answered.
+    fresh = run_load(limited_server.url, 1, 1, feedback=False, overall_timeout=60)
+    assert fresh.errors == []
+
+
+# -- the agent instance: nothing without a login -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def agent_server(tmp_path_factory: pytest.TempPathFactory, index_dir: Path) -> Iterator[ChatServer]:
+    env = {
+        "SUPPORTBOT_CHAT__AGENT_USERNAME": AGENT_USER,
+        "SUPPORTBOT_CHAT__AGENT_PASSWORD": AGENT_PASSWORD,
+        "SUPPORTBOT_CHAT__RATE_LIMIT_PER_MINUTE": LOAD_RATE_LIMIT,
+        "CHAINLIT_AUTH_SECRET": secrets.token_hex(32),  # 64 characters
+    }
+    server = _spawn(tmp_path_factory.mktemp("agent"), index_dir, env)
+    try:
+        yield server
+    finally:
+        _stop(server)
+
+
+def _connect(url: str, cookies: dict[str, str] | None = None, profile: str = "Merchant") -> None:
+    async def go() -> None:
+        async with ChatSession(url, profile=profile, cookies=cookies, connect_timeout=20):
+            pass
+
+    asyncio.run(go())
+
+
+@pytest.mark.model
+def test_agent_instance_refuses_everything_without_a_valid_login(
+    agent_server: ChatServer,
+) -> None:
+    url = agent_server.url
+    with httpx.Client(base_url=url, timeout=20) as http:
+        assert http.get("/auth/config").json()["requireLogin"] is True
+        threads = {"pagination": {"first": 20, "cursor": None}, "filter": {}}
+        assert http.post("/project/threads", json=threads).status_code == 401
+        assert http.get("/user").status_code == 401
+        assert http.get(f"/project/thread/{uuid.uuid4()}").status_code == 401
+        for_id = str(uuid.uuid4())
+        feedback = {"forId": for_id, "threadId": str(uuid.uuid4()), "value": 1}
+        body = {"feedback": feedback, "sessionId": str(uuid.uuid4())}
+        assert http.put("/feedback", json=body).status_code == 401
+        # A token signed with another secret is no better than none.
+        forged = jwt.encode(
+            {"identifier": AGENT_USER, "metadata": {"role": "agent"}, "exp": time.time() + 600},
+            secrets.token_hex(32),
+            algorithm="HS256",
+        )
+        http.cookies.set("access_token", forged)
+        assert http.post("/project/threads", json=threads).status_code == 401
+        assert http.get("/user", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+
+    # The chat socket: refused without a token, with a forged one, with garbage.
+    for cookies in (None, {"access_token": forged}, {"access_token": "not-a-token"}):
+        with pytest.raises(SocketRefused):
+            _connect(url, cookies)
+    with pytest.raises(SocketRefused):
+        _connect(url, None, profile="Support agent")
+    # Nothing of those attempts reached the database: no feedback, no owner-less thread.
+    con = sqlite3.connect(agent_server.db_path)
+    try:
+        feedback_rows = 'SELECT COUNT(*) FROM feedbacks WHERE "forId" = ?'
+        assert con.execute(feedback_rows, (for_id,)).fetchone()[0] == 0
+        orphans = 'SELECT COUNT(*) FROM threads WHERE "userIdentifier" IS NULL'
+        assert con.execute(orphans).fetchone()[0] == 0
+    finally:
+        con.close()
+
+
+@pytest.mark.model
+def test_agent_login_succeeds_with_the_password_and_fails_without(
+    agent_server: ChatServer,
+) -> None:
+    url = agent_server.url
+    with httpx.Client(base_url=url, timeout=20) as http:
+        for username, password in [
+            (AGENT_USER, "wrong-pw"),
+            (AGENT_USER, AGENT_PASSWORD + " "),
+            ("admin", AGENT_PASSWORD),
+            (AGENT_USER.upper(), AGENT_PASSWORD),
+        ]:
+            response = http.post("/login", data={"username": username, "password": password})
+            assert response.status_code == 401, (username, password)
+            assert "access_token" not in response.cookies
+
+        # An empty password is rejected by the form itself.
+        empty = http.post("/login", data={"username": AGENT_USER, "password": ""})
+        assert empty.status_code == 422
+        assert "access_token" not in empty.cookies
+
+        response = http.post("/login", data={"username": AGENT_USER, "password": AGENT_PASSWORD})
+        assert response.status_code == 200
+        token = response.cookies["access_token"]
+        assert http.get("/user").json()["identifier"] == AGENT_USER
+        threads = {"pagination": {"first": 20, "cursor": None}, "filter": {}}
+        assert http.post("/project/threads", json=threads).status_code == 200
+
+    # With the cookie the socket connects, and the agent's sessions are answered.
+    _connect(url, {"access_token": token}, profile="Support agent")
+    result = run_load(url, 2, 2, cookies={"access_token": token}, overall_timeout=90)
+    assert result.errors == []
+    assert feedback_problems(agent_server.database_url, result) == []
+    assert {r["user"] for r in fetch_feedback(agent_server.database_url)} == {AGENT_USER}
+
+
+# -- launching agent mode without the secret ---------------------------------------------
+
+
+def test_agent_mode_without_auth_secret_is_refused_with_a_clear_message(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from bot import app
+
+    settings = Settings(_env_file=None, chat={"agent_password": AGENT_PASSWORD})
+    assert app.agent_mode(settings)
+    for base in ({}, {"CHAINLIT_AUTH_SECRET": ""}):
+        with pytest.raises(app.ChatConfigError) as raised:
+            app.chat_environment(settings, base=base)
+        message = str(raised.value)
+        assert "CHAINLIT_AUTH_SECRET" in message
+        assert "chainlit create-secret" in message
+        assert "SUPPORTBOT_CHAT__AGENT_PROFILE=false" in message
+
+    # run_chat refuses before starting anything.
+    monkeypatch.delenv("CHAINLIT_AUTH_SECRET", raising=False)
+
+    def no_server(*args: Any, **kwargs: Any) -> int:
+        raise AssertionError("a server was started")
+
+    monkeypatch.setattr(app.subprocess, "call", no_server)
+    with pytest.raises(app.ChatConfigError, match="CHAINLIT_AUTH_SECRET"):
+        app.run_chat(settings, "127.0.0.1", _free_port())
+    # With the secret the environment is fine (and carries the agent settings).
+    env = app.chat_environment(settings, base={"CHAINLIT_AUTH_SECRET": secrets.token_hex(32)})
+    assert env["SUPPORTBOT_CHAT__AGENT_PASSWORD"] == AGENT_PASSWORD
+
+
+def test_a_bare_chainlit_run_in_agent_mode_without_the_secret_exits_before_serving(
+    tmp_path: Path,
+) -> None:
+    # Bypassing run_chat: Chainlit itself refuses to serve a login without the secret.
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SUPPORTBOT_")}
+    env.pop("CHAINLIT_AUTH_SECRET", None)
+    env.update(
+        {
+            "SUPPORTBOT_CHAT__AGENT_PASSWORD": AGENT_PASSWORD,
+            "SUPPORTBOT_CHAT__DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}",
+            "CHAINLIT_APP_ROOT": str(REPO),
+        }
+    )
+    command = [sys.executable, "-m", "chainlit", "run", str(REPO / "bot" / "app.py")]
+    command += ["--headless", "--host", "127.0.0.1", "--port", str(_free_port())]
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert "JWT secret" in done.stderr + done.stdout
