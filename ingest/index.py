@@ -329,9 +329,9 @@ def current_build(out_dir: Path) -> Path:
     return link.resolve()
 
 
-def read_manifest(out_dir: Path) -> dict[str, Any]:
-    """Read and sanity-check the current build's manifest."""
-    path = current_build(out_dir) / "manifest.json"
+def read_manifest(build: Path) -> dict[str, Any]:
+    """Read and sanity-check a build's manifest."""
+    path = build / "manifest.json"
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -363,9 +363,10 @@ def load_index(out_dir: Path, config: IndexConfig, embedder: Embeddings) -> Know
 
     Raises a subclass of ``IndexUnavailableError`` with a message naming the fix.
     """
-    manifest = read_manifest(out_dir)
-    check_manifest(manifest, config, _model_name(embedder, config.model))
+    # Follow the link once: a concurrent ingest may switch it while we read.
     build = current_build(out_dir)
+    manifest = read_manifest(build)
+    check_manifest(manifest, config, _model_name(embedder, config.model))
     raw: dict[str, bytes] = {}
     for name in INDEX_FILES:
         try:
@@ -400,11 +401,21 @@ def ingest(
     embedder: Embeddings,
     progress: Progress | None = None,
     lock_timeout_s: float = 600,
+    reuse_current: bool = False,
 ) -> KnowledgeIndex:
-    """Build and save the index, serialised by a lock so concurrent runs never interleave."""
+    """Build and save the index, serialised by a lock so concurrent runs never interleave.
+
+    With ``reuse_current``, an index that became valid while waiting for the lock (another
+    process rebuilt it) is loaded instead of being built again.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(str(out_dir / LOCK_NAME), timeout=lock_timeout_s):
+            if reuse_current:
+                try:
+                    return load_index(out_dir, config, embedder)
+                except IndexUnavailableError:
+                    pass
             index = build_index(config, embedder, progress)
             save_index(index, out_dir)
             return index
@@ -428,4 +439,4 @@ def open_index(
         if not auto_rebuild:
             raise
         log.warning("%s Rebuilding the index.", exc)
-    return ingest(config, out_dir, embedder, progress)
+    return ingest(config, out_dir, embedder, progress, reuse_current=True)
