@@ -272,6 +272,10 @@ class HybridRetriever:
             self._vectors[query] = vector
         return vector
 
+    def clear_cache(self) -> None:
+        """Forget cached query vectors (benchmarks measure uncached answers)."""
+        self._vectors.clear()
+
     def _entry_scores(self, query: str, tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Best dense and BM25 score per entry (max over the entry's chunks)."""
         n = len(self.entries)

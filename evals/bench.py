@@ -4,9 +4,9 @@
 
 Measured side by side in one run so ratios hold on a noisy machine: ingest time,
 cold start to first answer (a new process), warm ``ask`` latency per retriever
-(each also as a ratio to dense-only), and peak RSS of a serving process.
-Concurrent chat sessions against the Chainlit server are measured by
-``evals/load.py`` (it needs the server running).
+(each also as a ratio to dense-only), peak RSS of a serving process, and N
+concurrent chat sessions against a real Chainlit server on loopback (hybrid and
+dense-only servers, one after the other), through ``evals/load.py``.
 """
 
 from __future__ import annotations
@@ -16,18 +16,26 @@ import json
 import logging
 import os
 import resource
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bot.config import load_settings
 from evals.runner import RETRIEVERS, load_questions
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = {
+    # The answer streams word by word at a reading pace, so time to first token is
+    # what a merchant waits for.
+    "concurrent_first_token_p95_s": 0.5,
+    "concurrent_errors": 0,
     "ingest_s": 10.0,
     "cold_first_answer_s": 3.0,
     "warm_p95_ms": 40.0,
@@ -101,6 +109,7 @@ def bench_warm(index_dir: Path, questions: list[str], repeat: int) -> dict[str, 
     for _ in range(repeat):
         for q in questions:
             for mode, bot in bots.items():
+                bot.retriever.clear_cache()  # every answer pays its embedding, like a new one
                 started = time.perf_counter()
                 bot.answer(q)
                 times[mode].append((time.perf_counter() - started) * 1000)
@@ -114,12 +123,79 @@ def bench_warm(index_dir: Path, questions: list[str], repeat: int) -> dict[str, 
     }
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_concurrency(
+    index_dir: Path, mode: str, sessions: Sequence[int], questions: int, ramp_up_s: float
+) -> dict[str, dict[str, Any]]:
+    """Start a chat server retrieving with ``mode`` and run a load per session count."""
+    from bot.app import chat_command, chat_environment
+    from evals.load import run_load
+
+    settings = load_settings(log_level="WARNING")
+    settings.chat.agent_profile = False
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = chat_environment(settings)
+        env.update(
+            SUPPORTBOT_INDEX__DIR=str(index_dir),
+            SUPPORTBOT_RETRIEVAL__MODE=mode,
+            SUPPORTBOT_LOG_LEVEL="WARNING",
+            # A load session asks back to back: the per-session limit would answer "slow down".
+            SUPPORTBOT_CHAT__RATE_LIMIT_PER_MINUTE="100000",
+            SUPPORTBOT_CHAT__DATABASE_URL=f"sqlite+aiosqlite:///{tmp}/chat.db",
+        )
+        server = subprocess.Popen(
+            chat_command("127.0.0.1", port),
+            env=env,
+            cwd=tmp,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    with urllib.request.urlopen(url, timeout=2):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise RuntimeError("the chat server did not start") from None
+                    time.sleep(0.5)
+            out = {}
+            for n in sessions:
+                result = run_load(url, n, questions, ramp_up_s=ramp_up_s, overall_timeout=300)
+                out[str(n)] = result.summary()
+            return out
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run all benchmarks, print a table, write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "evals" / "bench.json")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--questions", type=Path, default=REPO / "evals" / "questions.jsonl")
+    parser.add_argument(
+        "--sessions", type=int, nargs="*", default=[10, 50], help="Concurrent chat sessions."
+    )
+    parser.add_argument("--session-questions", type=int, default=20)
+    parser.add_argument(
+        "--ramp-up",
+        type=float,
+        default=5.0,
+        help="Seconds over which sessions start (Chainlit drops bursts of ~25+ connects).",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -130,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
         cold = bench_cold(index_dir, "how do I see whether my orders were synced?", questions[:40])
         cold_exact = bench_cold(index_dir, "Fiscal year not available", [])
         warm = bench_warm(index_dir, questions, args.repeat)
+        concurrency = {}
+        if args.sessions:
+            for mode in ("dense", "hybrid"):
+                concurrency[mode] = bench_concurrency(
+                    index_dir, mode, args.sessions, args.session_questions, args.ramp_up
+                )
 
     dense_p50, dense_p95 = warm["dense"]["p50_ms"], warm["dense"]["p95_ms"]
     results = {
@@ -147,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             for mode, w in warm.items()
         },
+        "concurrency": concurrency,
         "bench_self_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     checks = {
@@ -156,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         "serving_rss_mb": results["serving_rss_mb"],
         "hybrid_vs_dense_p95": results["warm"]["hybrid"]["p95_vs_dense"],
     }
+    if "hybrid" in concurrency:
+        top = str(max(args.sessions))
+        checks["concurrent_first_token_p95_s"] = concurrency["hybrid"][top]["first_token_p95_s"]
+        checks["concurrent_errors"] = concurrency["hybrid"][top]["errors"]
     results["targets"] = {
         name: {"value": value, "target": TARGETS[name], "met": value <= TARGETS[name]}
         for name, value in checks.items()
@@ -174,6 +261,18 @@ def main(argv: list[str] | None = None) -> int:
         ("  whole cold process (40 answers)", f"{cold['cold_process_s']:.2f} s", ""),
         ("serving peak RSS", f"{cold['rss_mb']:.0f} MB", "≤ 600 MB"),
     ]
+    for mode, runs in concurrency.items():
+        for n, r in runs.items():
+            dense = concurrency["dense"][n]
+            rows.append(
+                (
+                    f"{n} sessions, {mode}: answer p50 / p95",
+                    f"{r['latency_p50_s']:.2f} / {r['latency_p95_s']:.2f} s",
+                    f"first token p95 {r['first_token_p95_s']:.2f} s "
+                    f"(x{r['first_token_p95_s'] / dense['first_token_p95_s']:.2f} vs dense), "
+                    f"errors {r['errors']}",
+                )
+            )
     for mode, w in results["warm"].items():
         rows.append(
             (

@@ -137,12 +137,17 @@ def _sqlite_state(db_path: Path) -> tuple[str, str, set[str]]:
 def test_concurrent_sessions_are_answered_and_every_acknowledged_feedback_is_stored(
     load_server: ChatServer,
 ) -> None:
-    result = run_load(load_server.url, 10, 5, question_timeout=30, overall_timeout=90)
+    # The size: 50 concurrent sessions x 20 questions, each answer rated. Starts are
+    # spread over 5 s because Chainlit 2.12 drops bursts of ~25+ simultaneous connects
+    # (see the xfail below).
+    result = run_load(
+        load_server.url, 50, 20, question_timeout=30, overall_timeout=240, ramp_up_s=5
+    )
 
     assert result.errors == []
-    assert len(result.answered) == 50
-    assert len(result.acknowledged) == 50
-    assert result.wall_s < 60
+    assert len(result.answered) == 1000
+    assert len(result.acknowledged) == 1000
+    assert result.wall_s < 240
     # The server used the session's index; it did not build its own.
     assert "Rebuilding the index" not in load_server.log.read_text()
 
@@ -156,9 +161,33 @@ def test_concurrent_sessions_are_answered_and_every_acknowledged_feedback_is_sto
         assert row["value"] == e.feedback_value
         assert row["comment"] == ("" if e.feedback_value else f"load s{e.session} q{e.index}")
     # Each session is one thread; every exchange of a session landed in it.
-    threads = {s: {e.thread_id for e in result.exchanges if e.session == s} for s in range(10)}
+    threads = {s: {e.thread_id for e in result.exchanges if e.session == s} for s in range(50)}
     assert all(len(ids) == 1 for ids in threads.values())
-    assert len(set.union(*threads.values())) == 10
+    assert len(set.union(*threads.values())) == 50
+
+
+@pytest.mark.model
+def test_hostile_inputs_through_the_running_server_get_answers(load_server: ChatServer) -> None:
+    from tests.hostile_inputs import hostile_cases
+
+    # Through the real socket: every kind of hostile text gets a reply, never a server error.
+    texts = [
+        text for _, text in hostile_cases() if 0 < len(text.encode("utf-8", "replace")) <= 200_000
+    ]
+    texts = [t.encode("utf-8", "replace").decode("utf-8") for t in texts[::3]]
+    result = run_load(
+        load_server.url,
+        4,
+        len(texts) // 4,
+        question_texts=texts,
+        feedback=False,
+        question_timeout=30,
+        overall_timeout=240,
+        ramp_up_s=1,
+    )
+    assert result.errors == []
+    assert len(result.answered) == 4 * (len(texts) // 4)
+    assert all(e.answer.strip() for e in result.answered)
 
 
 @pytest.mark.model
