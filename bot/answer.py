@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from langchain_core.language_models import BaseChatModel
 
-from bot.answer_types import Answer, Citation, Draft, Filters, Turn
+from bot.answer_types import Answer, Citation, Draft, Filters, Turn, format_citation
 from bot.config import AnswerSettings, Settings
 from bot.retrieval import HybridRetriever, Retrieval
 from ingest.chunking import heading_text, token_counter, truncate_tokens
@@ -33,15 +33,6 @@ _FOLLOW_UP_START = re.compile(r"^\s*(and|but|what about|how about|what if|also|s
 
 
 # -- formatting (pure) ---------------------------------------------------------
-
-
-def format_citation(entry: Entry) -> str:
-    """The inline citation for an entry, e.g. ``[FORTNOX_FISCAL_YEAR]``."""
-    if entry.kind == "faq":
-        return f"[FAQ: {entry.title}]"
-    if entry.kind == "guide":
-        return f"[Guide: {entry.title}]"
-    return f"[{entry.label}]"
 
 
 def solution_steps(solution: str) -> list[str]:

@@ -98,3 +98,12 @@ class Draft:
             "abstained": self.abstained,
             "notices": list(self.notices),
         }
+
+
+def format_citation(entry: Entry) -> str:
+    """The inline citation for an entry, e.g. ``[FORTNOX_FISCAL_YEAR]``."""
+    if entry.kind == "faq":
+        return f"[FAQ: {entry.title}]"
+    if entry.kind == "guide":
+        return f"[Guide: {entry.title}]"
+    return f"[{entry.label}]"

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from bot.answer_types import Turn
+from bot.answer_types import Turn, format_citation
 from bot.prompts import SOURCE_SEPARATOR, SOURCE_TEMPLATE, SYSTEM_PROMPT, USER_TEMPLATE
 from ingest.chunking import render_entry
 from ingest.entries import Entry
@@ -218,8 +218,6 @@ def check_answer(text: str, entries: Sequence[Entry]) -> str:
 
 def _label_citations(text: str, entries: Sequence[Entry]) -> list[int]:
     """Positions (1-based) of entries cited by their own label, e.g. ``[FORTNOX_FISCAL_YEAR]``."""
-    from bot.answer import format_citation  # lazy: bot.answer imports this module lazily
-
     return [n for n, e in enumerate(entries, 1) if format_citation(e) in text]
 
 
@@ -228,8 +226,6 @@ def rewrite_citations(text: str, entries: Sequence[Entry]) -> str:
 
     Expects an answer that passed :func:`check_answer` (every number in range).
     """
-    from bot.answer import format_citation  # lazy: bot.answer imports this module lazily
-
     order = cited_numbers(text)
     order += [n for n in _label_citations(text, entries) if n not in order]
 
