@@ -193,6 +193,11 @@ def utf8_safe(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
+def echo_text(text: str, settings: Settings) -> str:
+    """The user's text as answers repeat it: valid UTF-8 and no longer than what was read."""
+    return utf8_safe(text[: settings.answer.max_question_tokens * 16])
+
+
 def prepare_question(question: str, settings: Settings) -> tuple[str, tuple[str, ...]]:
     """Clean and bound a user question; returns it with notices for the user."""
     # Terminal colour codes come with pasted log lines; they would hide the message.
@@ -233,7 +238,7 @@ def answer_question(
 ) -> Answer:
     """Answer a question from the knowledge base, with citations, or abstain."""
     cleaned, notices = prepare_question(question, settings)
-    question = utf8_safe(question)
+    question = echo_text(question, settings)
     if not cleaned:
         return Answer(question, EMPTY_QUESTION, (), True, notices)
     result = retrieve_for(cleaned, retriever, history, filters, k)
@@ -264,7 +269,7 @@ def draft_reply(
 ) -> Draft:
     """A ready-to-send reply to a merchant's ticket, built only from cited entries."""
     cleaned, notices = prepare_question(ticket, settings)
-    ticket = utf8_safe(ticket)
+    ticket = echo_text(ticket, settings)
     if not cleaned:
         return Draft(ticket, EMPTY_QUESTION, (), True, notices)
     result = retriever.retrieve(cleaned, filters=filters)
