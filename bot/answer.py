@@ -180,10 +180,13 @@ def retrieve_for(
     in_vocabulary = retriever.known_share(tokenize(question)) >= 0.6
     if not follow_up and not (result.abstained and in_vocabulary):
         return result
-    # The conversation is about what was asked and what was answered: "what is error 2000637"
-    # says little by itself, its answer's heading says what the error is.
-    by_id = retriever.index.by_id
-    context = " ".join([previous, *(heading_text(by_id[i]) for i in cited if i in by_id)])
+    # An identifier ("what is error 2000637") says little about its topic in words: then the
+    # earlier answer's heading stands for it. Otherwise the earlier question's own words do,
+    # so that a wrong earlier answer does not pull the follow-up along with it.
+    context = previous
+    if retriever.exact_lookup(previous):
+        by_id = retriever.index.by_id
+        context = " ".join([previous, *(heading_text(by_id[i]) for i in cited if i in by_id)])
     contextual = retriever.retrieve(question, k=k, filters=filters, prefer=cited, context=context)
     return result if contextual.abstained else contextual
 

@@ -116,7 +116,7 @@ class RetrievalSettings(BaseModel):
         default=0.3, ge=0, description="Weight of the known-words share in the confidence."
     )
     follow_up_boost: float = Field(
-        default=0.05,
+        default=0.02,
         ge=0,
         description="Score added, in a follow-up, to the entries the conversation already cited.",
     )
