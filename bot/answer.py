@@ -236,7 +236,6 @@ def answer_question(
     history: Sequence[Turn] = (),
     filters: Filters | None = None,
     k: int | None = None,
-    mode: str | None = None,
     chat_model: BaseChatModel | None = None,
 ) -> Answer:
     """Answer a question from the knowledge base, with citations, or abstain."""
@@ -252,7 +251,7 @@ def answer_question(
     cited = [h.entry for h in result.hits]
     citations = tuple(Citation(h.entry, h.score) for h in result.hits)
     text = format_answer(cited, settings.answer.max_answer_tokens, settings.index.encoding)
-    if chat_model is not None and (mode or "llm") == "llm":
+    if chat_model is not None:
         from bot.llm import llm_answer
 
         text = llm_answer(chat_model, cleaned, cited, text, history)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from ingest.entries import Entry
 
 Role = Literal["user", "assistant"]
+DraftStyle = Literal["default", "shorter", "formal"]
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from bot import chat_render as render
-from bot.answer_types import Turn
+from bot.answer_types import DraftStyle, Turn
 from bot.config import REPO_ROOT, Settings, load_settings
 from bot.persistence import create_schema_async, make_data_layer
 
@@ -272,7 +272,7 @@ async def _answer(question: str) -> None:
     _set_history(render.add_turns(history, question, answer))
 
 
-async def _draft(ticket: str, style: render.DraftStyle) -> None:
+async def _draft(ticket: str, style: DraftStyle) -> None:
     support_bot = await bot()
     filters = render.filters_from_settings(cl.user_session.get("chat_settings"))
     draft = await asyncio.to_thread(support_bot.draft, ticket, style, filters)

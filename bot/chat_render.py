@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from bot.answer_types import Answer, Citation, Draft, Filters, Turn
 from ingest.entries import SEVERITIES, Entry
@@ -52,7 +52,6 @@ AGENT_STARTERS: tuple[tuple[str, str], ...] = (
 DRAFT_SOURCE_SUFFIX = " ↗"
 HANDOFF_ACTION = "talk_to_human"
 REDRAFT_ACTION = "redraft"
-DraftStyle = Literal["default", "shorter", "formal"]
 STYLE_LABELS: dict[str, str] = {"default": "", "shorter": "shorter", "formal": "more formal"}
 
 

@@ -91,7 +91,9 @@ class RetrievalSettings(BaseModel):
     )
     top_k: int = Field(default=3, ge=1, le=20, description="Entries returned per question.")
     candidates: int = Field(
-        default=30, ge=1, description="Chunks taken from each of BM25 and dense before fusion."
+        default=30,
+        ge=1,
+        description="With fusion=rrf: entries taken from each of the BM25 and dense rankings.",
     )
     fusion: Literal["weighted", "rrf"] = Field(
         default="weighted",

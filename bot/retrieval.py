@@ -45,7 +45,6 @@ class Hit:
     score: float
     dense: float = 0.0
     bm25: float = 0.0
-    overlap: float = 0.0
     exact: str | None = None  # "code", "numeric" or "message" for exact lookups
 
 
@@ -174,11 +173,7 @@ class HybridRetriever:
         self._chunk_entry = np.array(
             [self._entry_pos[c.entry_id] for c in index.chunks], dtype=np.int64
         )
-        self._entry_tokens = [set() for _ in self.entries]
-        for pos, tokens in zip(self._chunk_entry, index.chunk_tokens, strict=True):
-            self._entry_tokens[pos].update(tokens)
-        self._vocabulary = sorted({t for toks in self._entry_tokens for t in toks})
-        self._vocabulary_set = frozenset(self._vocabulary)
+        self._vocabulary_set = frozenset(t for tokens in index.chunk_tokens for t in tokens)
         self._typos = TypoCorrector(self._vocabulary_set)
         self._vectors: dict[str, np.ndarray] = {}
 
@@ -322,14 +317,6 @@ class HybridRetriever:
             return 0.0
         return sum(1 for t in tokens if t in self._vocabulary_set) / len(tokens)
 
-    def overlap(self, tokens: list[str], entry_pos: int) -> float:
-        """Share of the query's content tokens that occur in the entry."""
-        content = [t for t in tokens if t not in GENERIC_WORDS]
-        if not content:
-            return 0.0
-        hits = sum(1 for t in content if t in self._entry_tokens[entry_pos])
-        return hits / len(content)
-
     def retrieve(
         self,
         query: str,
@@ -356,10 +343,7 @@ class HybridRetriever:
         ]
         if exact:
             # Identifiers and messages settle it: no embedding needed (nor model loading).
-            hits = [
-                Hit(self.entries[pos], 1.0, overlap=self.overlap(tokens, pos), exact=how)
-                for pos, how in exact[:k]
-            ]
+            hits = [Hit(self.entries[pos], 1.0, exact=how) for pos, how in exact[:k]]
             return Retrieval(query, tuple(hits), False, "exact", {"exact": len(exact)})
 
         dense, bm25 = self._entry_scores(translate_query(query), tokens)
@@ -389,7 +373,6 @@ class HybridRetriever:
                 score=float(score),
                 dense=float(dense[pos]),
                 bm25=float(bm25[pos]),
-                overlap=self.overlap(tokens, pos),
             )
 
         order = [int(p) for p in np.argsort(-fused, kind="stable") if np.isfinite(fused[p])]
@@ -409,7 +392,6 @@ class HybridRetriever:
             "known": self.known_share(
                 self._correct(tokenize(translate_query(f"{query} {context}".strip())))
             ),
-            "overlap": self.overlap(tokens, top),
         }
         reason = self._abstain_reason(signals)
         if reason:

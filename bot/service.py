@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Literal
 
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 
 from bot.answer import answer_question, draft_reply, support_contacts
-from bot.answer_types import Answer, Draft, Filters, Turn
+from bot.answer_types import Answer, Draft, DraftStyle, Filters, Turn
 from bot.config import Settings
 from bot.retrieval import HybridRetriever, KnowledgeRetriever, systems_of
 from ingest.index import IndexConfig, KnowledgeIndex, Progress, open_index
 
 log = logging.getLogger(__name__)
-
-DraftStyle = Literal["default", "shorter", "formal"]
 
 
 def index_config(settings: Settings) -> IndexConfig:
@@ -87,7 +84,6 @@ class SupportBot:
         history: Sequence[Turn] = (),
         filters: Filters | None = None,
         k: int | None = None,
-        mode: str | None = None,
     ) -> Answer:
         """Answer a merchant's question with citations, or abstain."""
         return answer_question(
@@ -97,7 +93,6 @@ class SupportBot:
             history=history,
             filters=filters,
             k=k,
-            mode=mode,
             chat_model=self.chat_model,
         )
 

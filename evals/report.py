@@ -67,14 +67,14 @@ def _charts(
 
 
 def _table(summaries: dict[str, Summary], first: str) -> list[str]:
-    from evals.runner import METRIC_ORDER, _fmt
+    from evals.runner import METRIC_ORDER, format_metric
 
     lines = [
         f"| {first} | " + " | ".join(METRIC_ORDER) + " | n |",
         "|---" * (len(METRIC_ORDER) + 2) + "|",
     ]
     for name, s in summaries.items():
-        cells = " | ".join(_fmt(m, s.metrics[m]) for m in METRIC_ORDER)
+        cells = " | ".join(format_metric(m, s.metrics[m]) for m in METRIC_ORDER)
         lines.append(f"| {name} | {cells} | {s.n} |")
     return lines
 

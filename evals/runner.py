@@ -223,7 +223,8 @@ METRIC_ORDER = (
 )
 
 
-def _fmt(name: str, value: float) -> str:
+def format_metric(name: str, value: float) -> str:
+    """A metric as printed: milliseconds with one decimal, ratios with three."""
     return f"{value:.1f}" if name.endswith("_ms") else f"{value:.3f}"
 
 
@@ -234,7 +235,9 @@ def summary_table(summaries: dict[str, Summary], title: str) -> Table:
     for name in summaries:
         table.add_column(name, justify="right")
     for metric in METRIC_ORDER:
-        table.add_row(metric, *(_fmt(metric, s.metrics[metric]) for s in summaries.values()))
+        table.add_row(
+            metric, *(format_metric(metric, s.metrics[metric]) for s in summaries.values())
+        )
     table.add_row("questions", *(str(s.n) for s in summaries.values()))
     return table
 
@@ -250,7 +253,7 @@ def tag_table(by_tag: dict[str, Summary], title: str) -> Table:
         table.add_column(metric, justify="right")
     table.add_column("n", justify="right")
     for tag, s in by_tag.items():
-        table.add_row(tag, *(_fmt(m, s.metrics[m]) for m in TAG_METRICS), str(s.n))
+        table.add_row(tag, *(format_metric(m, s.metrics[m]) for m in TAG_METRICS), str(s.n))
     return table
 
 

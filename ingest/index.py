@@ -221,6 +221,7 @@ def build_index(
 
     chunks = chunk_entries(entries, config.chunk_tokens, token_counter(config.encoding))
     texts = [c.text for c in chunks]
+    # Batches here only pace the progress bar; the model batches by embedding.batch_size.
     batch = 16
     vectors: list[list[float]] = []
     for start in range(0, len(texts), batch):
