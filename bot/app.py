@@ -53,9 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Pause between streamed chunks: answers are computed at once, streaming paces reading.
-STREAM_DELAY_S = 0.012
-
 
 def agent_mode(settings: Settings) -> bool:
     """True when this instance offers the support-agent profile (and so requires login)."""
@@ -211,9 +208,13 @@ async def _stream(rendered: render.RenderedMessage, actions: list[cl.Action]) ->
     msg = cl.Message(
         content="", elements=_elements(rendered), actions=actions, metadata=rendered.metadata
     )
-    for chunk in render.stream_chunks(rendered.content):
+    # Answers are computed at once; streaming only paces reading, within a fixed budget.
+    chunks = render.stream_chunks(rendered.content)
+    pause = SETTINGS.chat.stream_seconds / max(len(chunks), 1)
+    for chunk in chunks:
         await msg.stream_token(chunk)
-        await asyncio.sleep(STREAM_DELAY_S)
+        if pause:
+            await asyncio.sleep(pause)
     await msg.send()
     return msg
 

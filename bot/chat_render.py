@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -312,11 +312,15 @@ def rate_limited_text(wait_s: float) -> str:
     )
 
 
-def stream_chunks(text: str, words: int = 3) -> Iterator[str]:
-    """Split text into chunks of a few words (whitespace kept) for token streaming."""
+def stream_chunks(text: str, words: int = 3, max_chunks: int = 40) -> list[str]:
+    """Split text into chunks of a few words (whitespace kept) for token streaming.
+
+    Long answers get longer chunks, so that no answer takes more than ``max_chunks``
+    pauses to stream in.
+    """
     tokens = re.findall(r"\S+\s*|\s+", text)
-    for i in range(0, len(tokens), words):
-        yield "".join(tokens[i : i + words])
+    per = max(words, -(-len(tokens) // max(max_chunks, 1)))
+    return ["".join(tokens[i : i + per]) for i in range(0, len(tokens), per)]
 
 
 # -- conversation state -------------------------------------------------------------------

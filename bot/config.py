@@ -191,6 +191,12 @@ class ChatSettings(BaseModel):
     rate_limit_per_minute: int = Field(
         default=20, ge=1, description="Messages one chat session may send per minute."
     )
+    stream_seconds: float = Field(
+        default=0.25,
+        ge=0,
+        le=5,
+        description="Seconds over which an answer streams in, whatever its length; 0: all at once.",
+    )
 
 
 class Settings(BaseSettings):

@@ -288,6 +288,15 @@ def test_stream_chunks_rebuild_the_text() -> None:
     assert len(chunks) > 2
 
 
+def test_stream_chunks_are_bounded_in_number_for_long_answers() -> None:
+    text = " ".join(f"word{n}" for n in range(1000))
+    chunks = render.stream_chunks(text, words=3, max_chunks=40)
+    assert "".join(chunks) == text
+    assert len(chunks) <= 40
+    short = render.stream_chunks("one two three four five six seven", words=3, max_chunks=40)
+    assert short == ["one two three ", "four five six ", "seven"]
+
+
 def test_history_keeps_cited_ids_and_is_bounded() -> None:
     history: list[Turn] = []
     for n in range(10):
