@@ -312,7 +312,7 @@ def rate_limited_text(wait_s: float) -> str:
     )
 
 
-def stream_chunks(text: str, words: int = 3, max_chunks: int = 40) -> list[str]:
+def stream_chunks(text: str, words: int = 3, max_chunks: int = 12) -> list[str]:
     """Split text into chunks of a few words (whitespace kept) for token streaming.
 
     Long answers get longer chunks, so that no answer takes more than ``max_chunks``

@@ -192,7 +192,7 @@ class ChatSettings(BaseModel):
         default=20, ge=1, description="Messages one chat session may send per minute."
     )
     stream_seconds: float = Field(
-        default=0.25,
+        default=0.15,
         ge=0,
         le=5,
         description="Seconds over which an answer streams in, whatever its length; 0: all at once.",

@@ -32,14 +32,15 @@ from evals.runner import RETRIEVERS, load_questions
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = {
-    # The answer streams word by word at a reading pace, so time to first token is
-    # what a merchant waits for.
-    "concurrent_first_token_p95_s": 0.5,
+    # Checked on the complete streamed answer (the stricter reading); time to the first
+    # token, what a merchant waits for before reading starts, is reported next to it.
+    "concurrent_answer_p95_s": 0.5,
     "concurrent_errors": 0,
     "ingest_s": 10.0,
     "cold_first_answer_s": 3.0,
     "warm_p95_ms": 40.0,
     "serving_rss_mb": 600.0,
+    "chat_server_rss_mb": 600.0,
     "hybrid_vs_dense_p95": 1.5,
 }
 
@@ -129,6 +130,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory of a running process (Linux ``VmHWM``), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return float("nan")
+
+
 def bench_concurrency(
     index_dir: Path, mode: str, sessions: Sequence[int], questions: int, ramp_up_s: float
 ) -> dict[str, dict[str, Any]]:
@@ -167,10 +176,10 @@ def bench_concurrency(
                     if time.monotonic() > deadline or server.poll() is not None:
                         raise RuntimeError("the chat server did not start") from None
                     time.sleep(0.5)
-            out = {}
+            out: dict[str, dict[str, Any]] = {}
             for n in sessions:
                 result = run_load(url, n, questions, ramp_up_s=ramp_up_s, overall_timeout=300)
-                out[str(n)] = result.summary()
+                out[str(n)] = {**result.summary(), "server_peak_rss_mb": peak_rss_mb(server.pid)}
             return out
         finally:
             server.terminate()
@@ -241,8 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     if "hybrid" in concurrency:
         top = str(max(args.sessions))
-        checks["concurrent_first_token_p95_s"] = concurrency["hybrid"][top]["first_token_p95_s"]
+        checks["concurrent_answer_p95_s"] = concurrency["hybrid"][top]["latency_p95_s"]
         checks["concurrent_errors"] = concurrency["hybrid"][top]["errors"]
+        checks["chat_server_rss_mb"] = max(
+            run["server_peak_rss_mb"] for runs in concurrency.values() for run in runs.values()
+        )
     results["targets"] = {
         name: {"value": value, "target": TARGETS[name], "met": value <= TARGETS[name]}
         for name, value in checks.items()
@@ -259,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             "model not loaded",
         ),
         ("  whole cold process (40 answers)", f"{cold['cold_process_s']:.2f} s", ""),
-        ("serving peak RSS", f"{cold['rss_mb']:.0f} MB", "≤ 600 MB"),
+        ("serving peak RSS (CLI process, 40 answers)", f"{cold['rss_mb']:.0f} MB", "≤ 600 MB"),
     ]
     for mode, runs in concurrency.items():
         for n, r in runs.items():
@@ -270,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r['latency_p50_s']:.2f} / {r['latency_p95_s']:.2f} s",
                     f"first token p95 {r['first_token_p95_s']:.2f} s "
                     f"(x{r['first_token_p95_s'] / dense['first_token_p95_s']:.2f} vs dense), "
-                    f"errors {r['errors']}",
+                    f"errors {r['errors']}, server peak RSS {r['server_peak_rss_mb']:.0f} MB",
                 )
             )
     for mode, w in results["warm"].items():
