@@ -51,12 +51,19 @@ class EmbeddingSettings(BaseModel):
     )
     batch_size: int = Field(default=32, description="Texts per embedding batch at ingest.")
     device: str = Field(default="cpu", description="Torch device for the model.")
+    query_encoder: Literal["auto", "numpy", "sentence-transformers"] = Field(
+        default="auto",
+        description=(
+            "What embeds questions. auto: a numpy copy of the model (no torch import, "
+            "fast start) when it reproduces the index's vectors, else sentence-transformers."
+        ),
+    )
     threads: int = Field(
         default=1,
         ge=0,
         description=(
-            "Torch CPU threads (0 = torch's default). One keeps answer latency steady when "
-            "requests or processes share the CPU."
+            "CPU threads for the model, torch and numpy alike (0 = library default). One "
+            "keeps answer latency steady when requests or processes share the CPU."
         ),
     )
 

@@ -16,6 +16,7 @@ from bot.answer import answer_question, draft_reply, support_contacts
 from bot.answer_types import Answer, Draft, DraftStyle, Filters, Turn
 from bot.config import Settings
 from bot.retrieval import HybridRetriever, KnowledgeRetriever, systems_of
+from ingest.embedding import LazyEmbeddings
 from ingest.index import IndexConfig, KnowledgeIndex, Progress, open_index
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,8 @@ def index_config(settings: Settings) -> IndexConfig:
 
 def load_embedder(settings: Settings) -> Embeddings:
     """The configured embedding model, loaded on its first use (see ``LazyEmbeddings``)."""
-    from ingest.embedding import LazyEmbeddings
-
     e = settings.embedding
-    return LazyEmbeddings(e.model, e.device, e.batch_size, e.threads)
+    return LazyEmbeddings(e.model, e.device, e.batch_size, e.threads, e.query_encoder)
 
 
 def load_chat_model(settings: Settings) -> BaseChatModel | None:
@@ -76,6 +75,10 @@ class SupportBot:
             auto_rebuild=settings.index.auto_rebuild,
             progress=progress,
         )
+        if isinstance(embedder, LazyEmbeddings):
+            # Questions may be embedded by another implementation than the index was
+            # built with: it must first reproduce some of the index's own vectors.
+            embedder.expect(*index.reference_vectors())
         return cls(settings, index, embedder, load_chat_model(settings))
 
     def answer(

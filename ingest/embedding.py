@@ -9,8 +9,12 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 from langchain_core.embeddings import Embeddings
+
+from ingest.query_encoder import NumpyBertEncoder, UnsupportedModelError
 
 log = logging.getLogger(__name__)
 
@@ -92,34 +96,119 @@ def load_embedder(
     return SentenceTransformerEmbeddings(model, device, batch_size, threads)
 
 
-class LazyEmbeddings(Embeddings):
-    """Loads the model on the first embedding, not before.
+QueryEncoder = Literal["auto", "numpy", "sentence-transformers"]
 
-    Importing sentence-transformers and torch costs several seconds; a process that
-    only answers exact lookups (an error code, a pasted message) never pays it.
+# Cosine a query encoder must reach on every reference text to be trusted; float32
+# round-off between the two implementations is about 1e-7.
+MATCH_COSINE = 0.9999
+
+
+class LazyEmbeddings(Embeddings):
+    """Embeds documents with sentence-transformers and queries with the fastest match.
+
+    Importing sentence-transformers and torch costs seconds, more than the 3 s a first
+    answer may take. Queries are therefore embedded by :class:`NumpyBertEncoder`, a
+    numpy copy of the same model that loads in a fraction of a second, once it has
+    reproduced vectors the index holds (see :meth:`expect`). Documents (ingest) always
+    go through sentence-transformers, and nothing is loaded before it is needed: a
+    process that only answers exact lookups loads no model at all.
     """
 
     def __init__(
-        self, model: str = "", device: str = "cpu", batch_size: int = 32, threads: int = 0
+        self,
+        model: str = "",
+        device: str = "cpu",
+        batch_size: int = 32,
+        threads: int = 0,
+        query_encoder: QueryEncoder = "auto",
     ):
         self.name = model_label(model)
         self._args = (model, device, batch_size, threads)
+        self._query_encoder_setting = query_encoder
         self._loaded: SentenceTransformerEmbeddings | None = None
-        self._lock = threading.Lock()
+        self._fast: NumpyBertEncoder | None = None
+        self._query_ready = False
+        self._reference: tuple[list[str], np.ndarray] | None = None
+        # Chat requests run in threads: each model is loaded, and checked, once.
+        self._lock = threading.RLock()
 
     @property
     def loaded(self) -> SentenceTransformerEmbeddings:
-        """The real model, loaded now if it was not yet."""
+        """The sentence-transformers model, loaded now if it was not yet."""
         if self._loaded is None:
-            with self._lock:  # chat requests run in threads: load the model once
+            with self._lock:
                 if self._loaded is None:
                     self._loaded = SentenceTransformerEmbeddings(*self._args)
         return self._loaded
 
+    @property
+    def query_encoder(self) -> str:
+        """Which implementation embeds queries: "numpy" or "sentence-transformers"."""
+        self._prepare_queries()
+        return "numpy" if self._fast is not None else "sentence-transformers"
+
+    def expect(self, texts: list[str], vectors: np.ndarray) -> None:
+        """Reference vectors (from the index) that the query encoder must reproduce."""
+        with self._lock:
+            self._reference = (list(texts), np.asarray(vectors, dtype=np.float32))
+            self._query_ready = False
+            self._fast = None
+
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Embed many texts with the real model."""
+        """Embed many texts with sentence-transformers (the implementation ingest uses)."""
         return self.loaded.embed_documents(texts)
 
     def embed_query(self, text: str) -> list[float]:
-        """Embed one query with the real model."""
+        """Embed one query, with the numpy encoder when it matches the index."""
+        self._prepare_queries()
+        if self._fast is not None:
+            return self._fast.encode([text])[0].tolist()
         return self.loaded.embed_query(text)
+
+    def _prepare_queries(self) -> None:
+        if self._query_ready:
+            return
+        with self._lock:
+            if not self._query_ready:
+                self._fast = self._load_fast()
+                self._query_ready = True
+
+    def _load_fast(self) -> NumpyBertEncoder | None:
+        setting = self._query_encoder_setting
+        if setting == "sentence-transformers":
+            return None
+        model, _, _, threads = self._args
+        try:
+            encoder = NumpyBertEncoder.load(resolve_model_path(model))
+        except (UnsupportedModelError, ModelNotFoundError) as exc:
+            if setting == "numpy":
+                raise ModelNotFoundError(f"The numpy query encoder cannot load: {exc}") from exc
+            log.info("Queries use sentence-transformers: %s", exc)
+            return None
+        if threads > 0:
+            limit_blas_threads(threads)
+        if self._reference is not None:
+            texts, vectors = self._reference
+            worst = float(np.min(np.sum(encoder.encode(texts) * vectors, axis=1)))
+            if worst < MATCH_COSINE:
+                message = (
+                    f"the numpy query encoder does not reproduce the index's vectors "
+                    f"(cosine {worst:.6f} < {MATCH_COSINE})"
+                )
+                if setting == "numpy":
+                    raise ModelNotFoundError(message[0].upper() + message[1:] + ".")
+                log.warning("Queries use sentence-transformers: %s", message)
+                return None
+        log.info("Queries are embedded by the numpy encoder")
+        return encoder
+
+
+def limit_blas_threads(threads: int) -> None:
+    """Cap numpy's BLAS threads process-wide.
+
+    One short query is a few small matrix products; spreading them over threads that
+    concurrent requests also want made single queries 2-8 times slower here.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads, user_api="blas")

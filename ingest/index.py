@@ -113,6 +113,14 @@ class KnowledgeIndex:
         """
         return _all_scores(self.titles, query_vector)
 
+    def reference_vectors(self, n: int = 3) -> tuple[list[str], np.ndarray]:
+        """A few texts with the vectors this index holds for them (entry headings).
+
+        Lets a query encoder prove it embeds exactly as the index was built.
+        """
+        n = min(n, len(self.entries))
+        return [heading_text(e) for e in self.entries[:n]], self.titles.reconstruct_n(0, n)
+
 
 def _all_scores(index: faiss.Index, query_vector: np.ndarray) -> np.ndarray:
     q = np.asarray(query_vector, dtype=np.float32).reshape(1, -1)
