@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-
-from langchain_core.language_models import BaseChatModel
+from typing import TYPE_CHECKING
 
 from bot.answer_types import Answer, Citation, Draft, Filters, Turn, format_citation
 from bot.config import AnswerSettings, Settings
@@ -20,6 +19,9 @@ from bot.retrieval import HybridRetriever, Retrieval
 from ingest.chunking import heading_text, token_counter, truncate_tokens
 from ingest.entries import Entry
 from ingest.keyword import tokenize
+
+if TYPE_CHECKING:  # the LLM mode is optional; its classes are slow to import
+    from langchain_core.language_models import BaseChatModel
 
 log = logging.getLogger(__name__)
 

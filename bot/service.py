@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from langchain_core.embeddings import Embeddings
-from langchain_core.language_models import BaseChatModel
 
 from bot.answer import answer_question, draft_reply, support_contacts
 from bot.answer_types import Answer, Draft, DraftStyle, Filters, Turn
 from bot.config import Settings
-from bot.retrieval import HybridRetriever, KnowledgeRetriever, systems_of
+from bot.retrieval import HybridRetriever, systems_of
 from ingest.embedding import LazyEmbeddings
 from ingest.index import IndexConfig, KnowledgeIndex, Progress, open_index
+
+if TYPE_CHECKING:  # importing langchain's model and runnable classes costs ~0.5 s
+    from langchain_core.language_models import BaseChatModel
+
+    from bot.langchain_retriever import KnowledgeRetriever
 
 log = logging.getLogger(__name__)
 
@@ -128,4 +133,6 @@ class SupportBot:
 
     def as_langchain_retriever(self, k: int | None = None) -> KnowledgeRetriever:
         """The retriever as a langchain ``BaseRetriever`` (Documents with entry metadata)."""
+        from bot.langchain_retriever import KnowledgeRetriever
+
         return KnowledgeRetriever(retriever=self.retriever, k=k or self.settings.retrieval.top_k)

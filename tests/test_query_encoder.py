@@ -288,25 +288,37 @@ def test_prefixed_weight_names_load(tmp_path: Path, encoder: NumpyBertEncoder) -
     np.testing.assert_array_equal(NumpyBertEncoder.load(model).encode(texts), encoder.encode(texts))
 
 
-def test_encoding_a_query_does_not_import_torch() -> None:
-    script = (
-        "import sys\n"
-        "import ingest.query_encoder as qe\n"
-        f"vectors = qe.NumpyBertEncoder.load({str(MODEL_PATH)!r}).encode(['hej fortnox'])\n"
-        "assert vectors.shape == (1, 384), vectors.shape\n"
-        "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers') "
-        "if m in sys.modules]\n"
-        "assert not heavy, heavy\n"
-    )
+# Python source that lists the heavy modules a process has imported, as `heavy`.
+HEAVY = (
+    "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]\n"
+)
+
+
+def _run_python(script: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run a script in a fresh interpreter (nothing imported yet); return its stdout."""
     result = subprocess.run(
-        [sys.executable, "-c", script],
+        [sys.executable, "-c", script, *args],
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_encoding_a_query_does_not_import_torch() -> None:
+    script = (
+        "import sys\n"
+        "import ingest.query_encoder as qe\n"
+        f"vectors = qe.NumpyBertEncoder.load({str(MODEL_PATH)!r}).encode(['hej fortnox'])\n"
+        "assert vectors.shape == (1, 384), vectors.shape\n"
+        f"{HEAVY}"
+        "assert not heavy, heavy\n"
+    )
+    _run_python(script)
 
 
 # -- which encoder the bot uses for questions -------------------------------------------
@@ -322,8 +334,7 @@ def test_the_bot_embeds_questions_without_torch_and_finds_the_same_entries(
         "from bot.service import SupportBot\n"
         "bot = SupportBot.from_settings(load_settings(log_level='WARNING'))\n"
         "cited = [[c.entry.id for c in bot.answer(q).citations] for q in sys.argv[1:]]\n"
-        "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers') "
-        "if m in sys.modules]\n"
+        f"{HEAVY}"
         "print(json.dumps({'cited': cited, 'encoder': bot.embedder.query_encoder, "
         "'heavy': heavy}))\n"
     )
@@ -332,17 +343,8 @@ def test_the_bot_embeds_questions_without_torch_and_finds_the_same_entries(
         "SUPPORTBOT_INDEX__DIR": str(real_index_dir),
         "SUPPORTBOT_INDEX__AUTO_REBUILD": "false",
     }
-    result = subprocess.run(
-        [sys.executable, "-c", script, *questions],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    child = json.loads(result.stdout.strip().splitlines()[-1])
+    output = _run_python(script, *questions, env=env)
+    child = json.loads(output.strip().splitlines()[-1])
     assert child["encoder"] == "numpy"
     assert child["heavy"] == []
     # The in-process bot embeds questions with sentence-transformers itself.
