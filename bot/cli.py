@@ -268,6 +268,12 @@ def eval_command(
     min_mrr: Annotated[float | None, typer.Option(help="Fail below this MRR.")] = None,
     min_abstention_recall: Annotated[float | None, typer.Option(help="Fail below this.")] = None,
     max_false_abstention: Annotated[float | None, typer.Option(help="Fail above this.")] = None,
+    sweep_confidence: Annotated[
+        str,
+        typer.Option(
+            help="Also run with these abstention thresholds, e.g. 0.7,0.75,0.8 (calibration)."
+        ),
+    ] = "",
 ) -> None:
     """Run the eval set through the answer path and print the metrics."""
     from evals.runner import EvalError, run_cli
@@ -275,6 +281,13 @@ def eval_command(
     settings = _settings()
     if retriever not in ("hybrid", "bm25", "dense"):
         raise _fail("--retriever must be hybrid, bm25 or dense.", 2)
+    try:
+        sweep = [float(v) for v in sweep_confidence.split(",") if v.strip()]
+    except ValueError:
+        message = "--sweep-confidence takes numbers separated by commas, e.g. 0.7,0.8."
+        raise _fail(message, 2) from None
+    if len(sweep) > 20:
+        raise _fail("--sweep-confidence takes at most 20 thresholds.", 2)
     bot = _load_bot(settings)
     try:
         ok = run_cli(
@@ -290,6 +303,7 @@ def eval_command(
                 "abstention_recall": min_abstention_recall,
                 "false_abstention": max_false_abstention,
             },
+            sweep=sweep,
         )
     except EvalError as exc:
         raise _fail(str(exc), 2) from None

@@ -127,8 +127,14 @@ class SupportBot:
 
     def with_retrieval_mode(self, mode: str) -> SupportBot:
         """The same bot (sharing model and index) searching with another method."""
+        return self.with_retrieval(mode=mode)
+
+    def with_retrieval(self, **changes: object) -> SupportBot:
+        """The same bot (sharing model and index) with other retrieval settings."""
         settings = self.settings.model_copy(deep=True)
-        settings.retrieval.mode = mode  # type: ignore[assignment]
+        settings.retrieval = settings.retrieval.model_validate(
+            {**settings.retrieval.model_dump(), **changes}
+        )
         return SupportBot(settings, self.index, self.embedder, self.chat_model)
 
     def as_langchain_retriever(self, k: int | None = None) -> KnowledgeRetriever:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -257,6 +257,22 @@ def tag_table(by_tag: dict[str, Summary], title: str) -> Table:
     return table
 
 
+def sweep_confidence(
+    bot: Any,
+    items: list[Question],
+    values: Sequence[float],
+    mode: str = "hybrid",
+    progress: Progress | None = None,
+) -> dict[str, Summary]:
+    """The eval summary at each abstention threshold, keyed by the threshold as printed."""
+    return {
+        f"{value:g}": summarize(
+            run_questions(bot.with_retrieval(mode=mode, min_confidence=value), items, progress)
+        )
+        for value in values
+    }
+
+
 def run_cli(
     bot: Any,
     file: Path,
@@ -265,8 +281,14 @@ def run_cli(
     compare: bool = False,
     report: Path | None = None,
     thresholds: dict[str, float | None] | None = None,
+    sweep: Sequence[float] = (),
 ) -> bool:
-    """What ``supportbot eval`` does; returns False when a threshold fails."""
+    """What ``supportbot eval`` does; returns False when a threshold fails.
+
+    ``sweep`` lists abstention thresholds (``retrieval.min_confidence``) to run the
+    set with as well, side by side: the trade-off between answering out-of-scope
+    questions and refusing real ones, for calibrating that setting.
+    """
     items = load_questions(file)
     out = Console()
     modes = RETRIEVERS if compare else (retriever,)
@@ -279,6 +301,12 @@ def run_cli(
     out.print(summary_table(summaries, f"Eval: {file} ({len(items)} questions)"))
     by_tag = summarize_by_tag(runs[main_mode])
     out.print(tag_table(by_tag, f"Per tag ({main_mode})"))
+    if sweep:
+        current = bot.settings.retrieval.min_confidence
+        with Progress(console=Console(stderr=True), transient=True) as progress:
+            swept = sweep_confidence(bot, items, sweep, main_mode, progress)
+        title = f"Abstention threshold min_confidence ({main_mode}; set now: {current:g})"
+        out.print(summary_table(swept, title))
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         with output.open("w", encoding="utf-8") as fh:

@@ -96,3 +96,28 @@ def test_compare_and_report_side_by_side(real_bot, tmp_path, capsys):
     rows = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 18
     assert all("hit_rank" in row for row in rows)
+
+
+def test_a_threshold_sweep_shows_the_abstention_trade_off(real_bot, tmp_path, capsys):
+    from evals.runner import load_questions, run_cli, sweep_confidence
+
+    subset = tmp_path / "subset.jsonl"
+    lines = QUESTIONS.read_text(encoding="utf-8").splitlines()
+    in_scope = [line for line in lines if '"expected": []' not in line]
+    out_of_scope = [line for line in lines if '"expected": []' in line]
+    subset.write_text("\n".join(in_scope[:8] + out_of_scope[:4]) + "\n", encoding="utf-8")
+    swept = sweep_confidence(real_bot, load_questions(subset), [-10.0, 10.0])
+    assert list(swept) == ["-10", "10"]
+    never, always = swept["-10"].metrics, swept["10"].metrics
+    # Never abstaining answers every out-of-scope question; always abstaining refuses every
+    # real question except exact lookups (an error code or message is never refused).
+    assert never["abstention_recall"] == 0.0
+    assert never["false_abstention"] == 0.0
+    assert always["abstention_recall"] == 1.0
+    assert 0.0 < always["false_abstention"] < 1.0
+    # The sweep leaves the bot's own setting alone.
+    assert real_bot.settings.retrieval.min_confidence == 0.8
+
+    assert run_cli(real_bot, subset, sweep=[0.8])
+    printed = "".join(capsys.readouterr().out.split())  # rich wraps titles to the table
+    assert "Abstentionthresholdmin_confidence(hybrid;setnow:0.8)" in printed
