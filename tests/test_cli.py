@@ -241,3 +241,39 @@ def test_real_console_script(prebuilt, tmp_path):
     _check_contract(data)
     assert data["citations"][0]["code"] == "FORTNOX_FISCAL_YEAR"
     assert "Traceback" not in completed.stderr
+
+
+def test_real_ingest_process_flushes_its_output_and_exit_status(tmp_path):
+    # The console script skips torch's slow interpreter teardown once torch is loaded:
+    # the report must still reach stdout, the index must be complete, and a failure must
+    # still exit non-zero.
+    script = Path(sys.executable).parent / "supportbot"
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SUPPORTBOT_")}
+    env.update(SUPPORTBOT_LOG_LEVEL="WARNING")
+    out = tmp_path / "vectorstore"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(script), *args],
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            env=env,
+            cwd=tmp_path,
+            timeout=300,
+            check=False,
+        )
+
+    built = run("ingest", "--out", str(out))
+    assert built.returncode == 0, built.stderr
+    assert "Entries: 74" in built.stdout
+    assert "Took" in built.stdout
+    manifest = json.loads((out / "current" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["entries"] == 74
+
+    empty = tmp_path / "empty-corpus"
+    empty.mkdir()
+    failed = run("ingest", "--corpus", str(empty), "--out", str(tmp_path / "other"))
+    assert failed.returncode == 1
+    assert "No entries found" in failed.stderr
+    assert "Traceback" not in failed.stderr
