@@ -221,20 +221,26 @@ def test_draft_json_and_bad_style(prebuilt):
     assert "--style" in bad.output
 
 
-def test_real_console_script(prebuilt, tmp_path):
+def _console_script(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``supportbot`` command in a fresh process, settings from ``env`` only."""
     script = Path(sys.executable).parent / "supportbot"
     assert script.is_file()
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SUPPORTBOT_")}
-    env.update(SUPPORTBOT_INDEX__DIR=str(prebuilt), SUPPORTBOT_LOG_LEVEL="WARNING")
-    completed = subprocess.run(
-        [str(script), "ask", "--json", "Fiscal year not available"],
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("SUPPORTBOT_")}
+    return subprocess.run(
+        [str(script), *args],
         capture_output=True,
         text=True,
         encoding="utf-8",
-        env=env,
-        cwd=tmp_path,
-        timeout=180,
+        env={**clean, "SUPPORTBOT_LOG_LEVEL": "WARNING", **env},
+        cwd=cwd,
+        timeout=300,
         check=False,
+    )
+
+
+def test_real_console_script(prebuilt, tmp_path):
+    completed = _console_script(
+        tmp_path, "ask", "--json", "Fiscal year not available", SUPPORTBOT_INDEX__DIR=str(prebuilt)
     )
     assert completed.returncode == 0, completed.stderr
     data = _one_json(completed.stdout)
@@ -247,24 +253,8 @@ def test_real_ingest_process_flushes_its_output_and_exit_status(tmp_path):
     # The console script skips torch's slow interpreter teardown once torch is loaded:
     # the report must still reach stdout, the index must be complete, and a failure must
     # still exit non-zero.
-    script = Path(sys.executable).parent / "supportbot"
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SUPPORTBOT_")}
-    env.update(SUPPORTBOT_LOG_LEVEL="WARNING")
     out = tmp_path / "vectorstore"
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(script), *args],
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            env=env,
-            cwd=tmp_path,
-            timeout=300,
-            check=False,
-        )
-
-    built = run("ingest", "--out", str(out))
+    built = _console_script(tmp_path, "ingest", "--out", str(out))
     assert built.returncode == 0, built.stderr
     assert "Entries: 74" in built.stdout
     assert "Took" in built.stdout
@@ -273,7 +263,9 @@ def test_real_ingest_process_flushes_its_output_and_exit_status(tmp_path):
 
     empty = tmp_path / "empty-corpus"
     empty.mkdir()
-    failed = run("ingest", "--corpus", str(empty), "--out", str(tmp_path / "other"))
+    failed = _console_script(
+        tmp_path, "ingest", "--corpus", str(empty), "--out", str(tmp_path / "other")
+    )
     assert failed.returncode == 1
     assert "No entries found" in failed.stderr
     assert "Traceback" not in failed.stderr
