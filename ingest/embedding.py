@@ -157,7 +157,11 @@ class LazyEmbeddings(Embeddings):
         return "numpy" if self._fast is not None else "sentence-transformers"
 
     def expect(self, texts: list[str], vectors: np.ndarray) -> None:
-        """Reference vectors (from the index) that the query encoder must reproduce."""
+        """Reference vectors (from the index) that the query encoder must reproduce.
+
+        Called once at start-up, before questions arrive: a question embedded while the
+        references change would go through sentence-transformers.
+        """
         with self._lock:
             self._reference = (list(texts), np.asarray(vectors, dtype=np.float32))
             self._query_ready = False
