@@ -211,9 +211,9 @@ async def _stream(rendered: render.RenderedMessage, actions: list[cl.Action]) ->
     # Answers are computed at once; streaming only paces reading, within a fixed budget.
     chunks = render.stream_chunks(rendered.content)
     pause = SETTINGS.chat.stream_seconds / max(len(chunks), 1)
-    for chunk in chunks:
+    for n, chunk in enumerate(chunks):
         await msg.stream_token(chunk)
-        if pause:
+        if pause and n < len(chunks) - 1:
             await asyncio.sleep(pause)
     await msg.send()
     return msg

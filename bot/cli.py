@@ -405,6 +405,8 @@ def main() -> None:
     if "torch" in sys.modules:
         # Tearing torch down at interpreter exit takes ~1.4 s on 2 cores, a seventh of a
         # whole ingest; by now everything is written, synced and closed.
+        if code is not None and not isinstance(code, int):
+            sys.stderr.write(f"{code}\n")  # what SystemExit would have printed
         sys.stdout.flush()
         sys.stderr.flush()
         logging.shutdown()

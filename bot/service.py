@@ -67,6 +67,10 @@ class SupportBot:
         self.index = index
         self.embedder = embedder
         self.chat_model = chat_model
+        if isinstance(embedder, LazyEmbeddings):
+            # Questions may be embedded by another implementation than the index was
+            # built with: it must first reproduce some of the index's own vectors.
+            embedder.expect(*index.reference_vectors())
         self.retriever = HybridRetriever(index, embedder, settings.retrieval)
 
     @classmethod
@@ -80,10 +84,6 @@ class SupportBot:
             auto_rebuild=settings.index.auto_rebuild,
             progress=progress,
         )
-        if isinstance(embedder, LazyEmbeddings):
-            # Questions may be embedded by another implementation than the index was
-            # built with: it must first reproduce some of the index's own vectors.
-            embedder.expect(*index.reference_vectors())
         return cls(settings, index, embedder, load_chat_model(settings))
 
     def answer(

@@ -7,6 +7,7 @@ Exposed as a langchain ``Embeddings`` so tests can swap in
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Literal
@@ -14,7 +15,7 @@ from typing import Literal
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from ingest.query_encoder import NumpyBertEncoder, UnsupportedModelError
+from ingest.query_encoder import NumpyBertEncoder
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class SentenceTransformerEmbeddings(Embeddings):
         # ms. A batch of documents (ingest) is one job and uses every core: on 2 cores,
         # one thread made ingest's embedding 5.5 s instead of 3.2 s.
         self._query_threads = threads
-        self._batch_threads = torch.get_num_threads()
+        self._batch_threads = len(os.sched_getaffinity(0))
 
         path = resolve_model_path(model)
         try:
@@ -174,8 +175,9 @@ class LazyEmbeddings(Embeddings):
     def embed_query(self, text: str) -> list[float]:
         """Embed one query, with the numpy encoder when it matches the index."""
         self._prepare_queries()
-        if self._fast is not None:
-            return self._fast.encode([text])[0].tolist()
+        fast = self._fast  # read once: expect() may reset it from another thread
+        if fast is not None:
+            return fast.encode([text])[0].tolist()
         return self.loaded.embed_query(text)
 
     def _prepare_queries(self) -> None:
@@ -193,27 +195,34 @@ class LazyEmbeddings(Embeddings):
         model, _, _, threads = self._args
         try:
             encoder = NumpyBertEncoder.load(resolve_model_path(model))
-        except (UnsupportedModelError, ModelNotFoundError) as exc:
+            if threads > 0:
+                limit_blas_threads(threads)
+            worst = self._worst_reference_cosine(encoder)
+        except Exception as exc:  # any failure here only costs speed, never correctness
             if setting == "numpy":
                 raise ModelNotFoundError(f"The numpy query encoder cannot load: {exc}") from exc
-            log.info("Queries use sentence-transformers: %s", exc)
+            log.warning("Queries use sentence-transformers (slower start): %s", exc)
             return None
-        if threads > 0:
-            limit_blas_threads(threads)
-        if self._reference is not None:
-            texts, vectors = self._reference
-            worst = float(np.min(np.sum(encoder.encode(texts) * vectors, axis=1)))
-            if worst < MATCH_COSINE:
-                message = (
-                    f"the numpy query encoder does not reproduce the index's vectors "
-                    f"(cosine {worst:.6f} < {MATCH_COSINE})"
-                )
-                if setting == "numpy":
-                    raise ModelNotFoundError(message[0].upper() + message[1:] + ".")
-                log.warning("Queries use sentence-transformers: %s", message)
-                return None
+        if worst is None:
+            log.warning("The numpy query encoder was not checked against an index")
+        elif worst < MATCH_COSINE:
+            message = (
+                f"the numpy query encoder does not reproduce the index's vectors "
+                f"(cosine {worst:.6f} < {MATCH_COSINE})"
+            )
+            if setting == "numpy":
+                raise ModelNotFoundError(message[0].upper() + message[1:] + ".")
+            log.warning("Queries use sentence-transformers: %s", message)
+            return None
         log.info("Queries are embedded by the numpy encoder")
         return encoder
+
+    def _worst_reference_cosine(self, encoder: NumpyBertEncoder) -> float | None:
+        """Lowest cosine between the encoder's vectors and the reference ones, if any."""
+        if self._reference is None or not self._reference[0]:
+            return None
+        texts, vectors = self._reference
+        return float(np.min(np.sum(encoder.encode(texts) * vectors, axis=1)))
 
 
 def limit_blas_threads(threads: int) -> None:

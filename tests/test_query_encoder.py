@@ -381,3 +381,16 @@ def test_an_unsupported_model_falls_back_to_sentence_transformers(tmp_path: Path
     )
     with pytest.raises(ModelNotFoundError, match="mean pooling"):
         LazyEmbeddings(str(model), query_encoder="numpy").embed_query("vat error")
+
+
+def test_a_model_the_encoder_cannot_read_falls_back_to_sentence_transformers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = _copy_model(tmp_path)
+    (model / "model.safetensors").unlink()
+    (model / "model.safetensors").write_bytes(b"not a safetensors file")
+    with caplog.at_level(logging.WARNING, logger="ingest.embedding"):
+        assert LazyEmbeddings(str(model)).query_encoder == "sentence-transformers"
+    assert "Queries use sentence-transformers" in caplog.text
+    with pytest.raises(ModelNotFoundError, match="cannot load"):
+        LazyEmbeddings(str(model), query_encoder="numpy").embed_query("vat error")
