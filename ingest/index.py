@@ -114,12 +114,20 @@ class KnowledgeIndex:
         return _all_scores(self.titles, query_vector)
 
     def reference_vectors(self, n: int = 3) -> tuple[list[str], np.ndarray]:
-        """A few texts with the vectors this index holds for them (entry headings).
+        """A few texts with the vectors this index holds for them.
 
-        Lets a query encoder prove it embeds exactly as the index was built.
+        Lets a query encoder prove it embeds exactly as the index was built: ``n``
+        short entry headings, plus the longest chunk, whose length exercises the
+        model's later positions, which the headings never reach.
         """
         n = min(n, len(self.entries))
-        return [heading_text(e) for e in self.entries[:n]], self.titles.reconstruct_n(0, n)
+        texts = [heading_text(e) for e in self.entries[:n]]
+        vectors = [self.titles.reconstruct_n(0, n)]
+        if self.chunks:
+            longest = max(range(len(self.chunks)), key=lambda i: len(self.chunks[i].text))
+            texts.append(self.chunks[longest].text)
+            vectors.append(self.vectors.reconstruct(longest).reshape(1, -1))
+        return texts, np.vstack(vectors)
 
 
 def _all_scores(index: faiss.Index, query_vector: np.ndarray) -> np.ndarray:
@@ -417,21 +425,35 @@ def ingest(
     With ``reuse_current``, an index that became valid while waiting for the lock (another
     process rebuilt it) is loaded instead of being built again.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with FileLock(str(out_dir / LOCK_NAME), timeout=lock_timeout_s):
-            if reuse_current:
-                try:
-                    return load_index(out_dir, config, embedder)
-                except IndexUnavailableError:
-                    pass
-            index = build_index(config, embedder, progress)
-            save_index(index, out_dir)
-            return index
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(out_dir / LOCK_NAME), timeout=lock_timeout_s)
+        lock.acquire()
     except Timeout as exc:
         raise IndexUnavailableError(
             f"Another ingest is still running in {out_dir} (lock held); try again later."
         ) from exc
+    except OSError as exc:
+        raise _cannot_write(out_dir, exc) from exc
+    try:
+        if reuse_current:
+            try:
+                return load_index(out_dir, config, embedder)
+            except IndexUnavailableError:
+                pass
+        index = build_index(config, embedder, progress)
+        try:
+            save_index(index, out_dir)
+        except OSError as exc:
+            raise _cannot_write(out_dir, exc) from exc
+        return index
+    finally:
+        lock.release()
+
+
+def _cannot_write(out_dir: Path, exc: OSError) -> IndexUnavailableError:
+    # A path that is a file, a read-only or full disk: say so in one line, not a traceback.
+    return IndexUnavailableError(f"Cannot write the index in {out_dir}: {exc.strerror or exc}.")
 
 
 def open_index(

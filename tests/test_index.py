@@ -292,6 +292,40 @@ def test_failed_build_old_index_still_loads(built, corpus_dir, out, fake_embedde
     assert [c.id for c in loaded.chunks] == [c.id for c in built.chunks]
 
 
+def test_index_folder_that_is_a_file_is_a_clear_error(tmp_path, corpus_copy, fake_embedder):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x", encoding="utf-8")
+    with pytest.raises(IndexUnavailableError, match="Cannot write the index in .*Not a directory"):
+        ingest(_config(corpus_copy), blocker / "vectorstore", fake_embedder)
+    assert blocker.read_text(encoding="utf-8") == "x"
+
+
+def test_full_disk_while_saving_keeps_previous_index_and_releases_lock(
+    built, corpus_copy, out, fake_embedder, monkeypatch
+):
+    import errno
+
+    import ingest.index as index_module
+
+    before = _snapshot(out)
+    real_write = index_module.faiss.write_index
+
+    def full_disk(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(index_module.faiss, "write_index", full_disk)
+    with pytest.raises(IndexUnavailableError, match="No space left on device"):
+        ingest(_config(corpus_copy), out, fake_embedder)
+    assert _snapshot(out) == before
+    assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]
+    # The lock was released: the next ingest runs at once.
+    monkeypatch.setattr(index_module.faiss, "write_index", real_write)
+    ingest(_config(corpus_copy), out, fake_embedder, lock_timeout_s=0.1)
+    assert load_index(out, _config(corpus_copy), fake_embedder).manifest["entries"] == len(
+        built.entries
+    )
+
+
 def test_concurrent_ingest_times_out_with_clear_error(corpus_copy, out, fake_embedder):
     out.mkdir(parents=True)
     with FileLock(str(out / ".ingest.lock")):
