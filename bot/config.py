@@ -50,7 +50,7 @@ class EmbeddingSettings(BaseModel):
         ),
     )
     batch_size: int = Field(
-        default=8,
+        default=8,  # ingest.embedding.DEFAULT_BATCH_SIZE (not imported: it pulls in langchain)
         ge=1,
         description=(
             "Texts per embedding batch at ingest; small batches pad less (8 measured "

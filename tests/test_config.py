@@ -37,3 +37,15 @@ def test_relative_sqlite_url_is_anchored_in_repo(monkeypatch, tmp_path):
     url = Settings().chat.database_url
     assert url == f"sqlite+aiosqlite:///{REPO_ROOT / 'data' / 'x.db'}"
     assert Path(url.removeprefix("sqlite+aiosqlite:///")).is_absolute()
+
+
+def test_embedding_defaults_agree_with_the_embedding_classes():
+    # The classes are also built without settings (tests, notebooks): same batching.
+    import inspect
+
+    from ingest.embedding import DEFAULT_BATCH_SIZE, LazyEmbeddings, SentenceTransformerEmbeddings
+
+    assert Settings().embedding.batch_size == DEFAULT_BATCH_SIZE
+    for cls in (LazyEmbeddings, SentenceTransformerEmbeddings):
+        default = inspect.signature(cls.__init__).parameters["batch_size"].default
+        assert default == DEFAULT_BATCH_SIZE
