@@ -261,7 +261,9 @@ def eval_command(
     file: Annotated[Path, typer.Option("--file", help="Questions JSONL.")] = REPO_ROOT
     / "evals"
     / "questions.jsonl",
-    output: Annotated[Path | None, typer.Option(help="Write per-question results here.")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Write per-question results (JSONL) of the main run here.")
+    ] = None,
     retriever: Annotated[str, typer.Option(help="hybrid, bm25 or dense.")] = "hybrid",
     compare: Annotated[bool, typer.Option(help="Run bm25, dense and hybrid side by side.")] = False,
     report: Annotated[Path | None, typer.Option(help="Write a markdown report + charts.")] = None,
@@ -272,7 +274,10 @@ def eval_command(
     sweep_confidence: Annotated[
         str,
         typer.Option(
-            help="Also run with these abstention thresholds, e.g. 0.7,0.75,0.8 (calibration)."
+            help=(
+                "Also run with these abstention thresholds, e.g. 0.7,0.75,0.8 (calibration); "
+                "printed, and kept in --report."
+            )
         ),
     ] = "",
 ) -> None:

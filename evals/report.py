@@ -85,8 +85,12 @@ def write_report(
     summaries: dict[str, Summary],
     by_tag: dict[str, Summary],
     main_mode: str,
+    sweep: dict[str, Summary] | None = None,
 ) -> Path:
-    """Write ``report.md`` and charts into ``out``; returns the report's path."""
+    """Write ``report.md`` and charts into ``out``; returns the report's path.
+
+    ``sweep`` holds the summaries of an abstention-threshold sweep, if one was run.
+    """
     from evals.runner import worst_misses
 
     out.mkdir(parents=True, exist_ok=True)
@@ -95,6 +99,9 @@ def write_report(
     lines += _table(summaries, "retriever")
     lines += ["", f"## Per tag ({main_mode})", ""]
     lines += _table(by_tag, "tag")
+    if sweep:
+        lines += ["", f"## Abstention threshold min_confidence ({main_mode})", ""]
+        lines += _table(sweep, "min_confidence")
     lines += ["", "## Charts", ""]
     lines += [f"![{name}]({name})" for name in charts]
     lines += ["", f"## Worst misses ({main_mode})", ""]

@@ -264,12 +264,16 @@ def sweep_confidence(
     mode: str = "hybrid",
     progress: Progress | None = None,
 ) -> dict[str, Summary]:
-    """The eval summary at each abstention threshold, keyed by the threshold as printed."""
+    """The eval summary at each distinct abstention threshold, keyed by the threshold.
+
+    Keys are the shortest exact spelling of each value, so thresholds that differ only
+    in a late digit stay apart.
+    """
     return {
-        f"{value:g}": summarize(
+        repr(value): summarize(
             run_questions(bot.with_retrieval(mode=mode, min_confidence=value), items, progress)
         )
-        for value in values
+        for value in dict.fromkeys(float(v) for v in values)
     }
 
 
@@ -301,11 +305,12 @@ def run_cli(
     out.print(summary_table(summaries, f"Eval: {file} ({len(items)} questions)"))
     by_tag = summarize_by_tag(runs[main_mode])
     out.print(tag_table(by_tag, f"Per tag ({main_mode})"))
+    swept: dict[str, Summary] = {}
     if sweep:
         current = bot.settings.retrieval.min_confidence
         with Progress(console=Console(stderr=True), transient=True) as progress:
             swept = sweep_confidence(bot, items, sweep, main_mode, progress)
-        title = f"Abstention threshold min_confidence ({main_mode}; set now: {current:g})"
+        title = f"Abstention threshold min_confidence ({main_mode}; set now: {current!r})"
         out.print(summary_table(swept, title))
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -315,7 +320,7 @@ def run_cli(
     if report:
         from evals.report import write_report
 
-        path = write_report(report, runs, summaries, by_tag, main_mode)
+        path = write_report(report, runs, summaries, by_tag, main_mode, swept)
         out.print(f"Report written to {path}")
     failures = check_thresholds(summaries[main_mode], thresholds or {})
     for failure in failures:

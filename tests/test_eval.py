@@ -106,9 +106,10 @@ def test_a_threshold_sweep_shows_the_abstention_trade_off(real_bot, tmp_path, ca
     in_scope = [line for line in lines if '"expected": []' not in line]
     out_of_scope = [line for line in lines if '"expected": []' in line]
     subset.write_text("\n".join(in_scope[:8] + out_of_scope[:4]) + "\n", encoding="utf-8")
-    swept = sweep_confidence(real_bot, load_questions(subset), [-10.0, 10.0])
-    assert list(swept) == ["-10", "10"]
-    never, always = swept["-10"].metrics, swept["10"].metrics
+    swept = sweep_confidence(real_bot, load_questions(subset), [-10.0, 10.0, 10, 0.8, 0.8000001])
+    # Repeats run once; values that differ only in a late digit keep their own column.
+    assert list(swept) == ["-10.0", "10.0", "0.8", "0.8000001"]
+    never, always = swept["-10.0"].metrics, swept["10.0"].metrics
     # Never abstaining answers every out-of-scope question; always abstaining refuses every
     # real question except exact lookups (an error code or message is never refused).
     assert never["abstention_recall"] == 0.0
@@ -118,6 +119,11 @@ def test_a_threshold_sweep_shows_the_abstention_trade_off(real_bot, tmp_path, ca
     # The sweep leaves the bot's own setting alone.
     assert real_bot.settings.retrieval.min_confidence == 0.8
 
-    assert run_cli(real_bot, subset, sweep=[0.8])
+    assert run_cli(real_bot, subset, sweep=[0.8, 10.0], report=tmp_path / "report")
     printed = "".join(capsys.readouterr().out.split())  # rich wraps titles to the table
     assert "Abstentionthresholdmin_confidence(hybrid;setnow:0.8)" in printed
+    # The report keeps the sweep, one row per threshold.
+    report = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    section = report.split("## Abstention threshold min_confidence (hybrid)")[1].split("##")[0]
+    assert "| 0.8 | " in section
+    assert "| 10.0 | " in section
