@@ -269,3 +269,31 @@ def test_real_ingest_process_flushes_its_output_and_exit_status(tmp_path):
     assert failed.returncode == 1
     assert "No entries found" in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+def test_real_process_failing_after_torch_loaded_keeps_its_exit_status(prebuilt, tmp_path):
+    # Once torch is imported the command leaves through os._exit (skipping torch's slow
+    # teardown): a failing gate must still exit 1, with its report on stdout.
+    questions = tmp_path / "one.jsonl"
+    questions.write_text(
+        json.dumps(
+            {"id": "q1", "question": "how do I contact support?", "expected": ["NOT_AN_ENTRY"]}
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    failed = _console_script(
+        tmp_path,
+        "eval",
+        "--file",
+        str(questions),
+        "--min-hit1",
+        "0.5",
+        SUPPORTBOT_INDEX__DIR=str(prebuilt),
+        SUPPORTBOT_EMBEDDING__QUERY_ENCODER="sentence-transformers",
+        SUPPORTBOT_LOG_LEVEL="INFO",
+    )
+    assert "Loaded embedding model" in failed.stderr + failed.stdout  # torch was loaded
+    assert failed.returncode == 1, failed.stderr
+    assert "hit@1" in failed.stdout
+    assert "Traceback" not in failed.stderr
