@@ -16,10 +16,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from bot.answer_types import Answer, Filters
-from bot.config import REPO_ROOT, Settings, load_settings
+from bot.config import REPO_ROOT, Settings, SettingsError, load_settings
 
 app = typer.Typer(
     help="Junipeer support bot: grounded answers with citations from the knowledge base.",
@@ -30,7 +31,10 @@ console = Console(stderr=True)
 
 
 def _settings(**overrides: object) -> Settings:
-    settings = load_settings(**overrides)
+    try:
+        settings = load_settings(**overrides)
+    except SettingsError as exc:
+        raise _fail(str(exc), 2) from None
     logging.basicConfig(
         level=getattr(logging, settings.log_level.upper(), logging.INFO),
         format="%(levelname)s %(name)s: %(message)s",
@@ -40,7 +44,8 @@ def _settings(**overrides: object) -> Settings:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[red]Error:[/red] {message}")
+    # Messages quote user input and paths: brackets in them are text, not rich markup.
+    console.print(f"[red]Error:[/red] {escape(message)}")
     return typer.Exit(code)
 
 
@@ -78,6 +83,19 @@ def _load_bot(settings: Settings):  # noqa: ANN202 - imported lazily to keep --h
         with _EmbeddingProgress() as progress:
             return SupportBot.from_settings(settings, progress=progress)
     except (IndexUnavailableError, CorpusError, ModelNotFoundError, LLMConfigError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _read_database(settings: Settings, *reads):  # noqa: ANN002, ANN202
+    """Each read's rows from the chat database, or a clear error when it cannot be used."""
+    from bot.persistence import DatabaseError, create_schema
+
+    url = settings.chat.database_url
+    try:
+        # Before the chat has ever run there are no tables yet: that is "no rows", not an error.
+        create_schema(url)
+        return tuple(read(url) for read in reads)
+    except DatabaseError as exc:
         raise _fail(str(exc)) from None
 
 
@@ -320,7 +338,7 @@ def eval_command(
 @app.command()
 def chat(
     host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to serve on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to serve on.", min=1, max=65535)] = None,
     merchant: Annotated[
         bool, typer.Option("--merchant", help="Serve merchants only (no login, no agent profile).")
     ] = False,
@@ -329,8 +347,10 @@ def chat(
     settings = _settings()
     if merchant:
         settings.chat.agent_profile = False
-    # Build or check the index here, with a progress bar, rather than silently in the server.
+    # Build or check the index here, with a progress bar, rather than silently in the server;
+    # likewise open the database, whose errors the server would only log.
     _load_bot(settings)
+    _read_database(settings)
     from bot.app import ChatConfigError, run_chat
 
     try:
@@ -345,12 +365,10 @@ def feedback(
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV with a header row.")] = False,
 ) -> None:
     """Export thumbs up/down with the question, the answer and its citations."""
-    from bot.persistence import create_schema, fetch_feedback
+    from bot.persistence import fetch_feedback
 
     settings = _settings()
-    # Before the chat has ever run there are no tables yet: that is "no feedback", not an error.
-    create_schema(settings.chat.database_url)
-    rows = fetch_feedback(settings.chat.database_url)
+    (rows,) = _read_database(settings, fetch_feedback)
     if as_csv:
         import csv
 
@@ -378,12 +396,11 @@ def gaps(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
 ) -> None:
     """Content-gap report: abstentions and thumbs-down answers grouped by cited entry."""
-    from bot.persistence import create_schema, fetch_abstentions, fetch_feedback, gap_report
+    from bot.persistence import fetch_abstentions, fetch_feedback, gap_report
 
     settings = _settings()
-    url = settings.chat.database_url
-    create_schema(url)
-    report = gap_report(fetch_feedback(url), fetch_abstentions(url))
+    feedback_rows, abstentions = _read_database(settings, fetch_feedback, fetch_abstentions)
+    report = gap_report(feedback_rows, abstentions)
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False, default=str, indent=1))
         return

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Paths default relative to the repository, so the CLI works from any folder.
@@ -175,7 +175,7 @@ class ChatSettings(BaseModel):
     """The Chainlit front end."""
 
     host: str = Field(default="127.0.0.1", description="Interface the chat server binds.")
-    port: int = Field(default=8000, description="Port of the chat server.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port of the chat server.")
     database_url: str = Field(
         default="sqlite+aiosqlite:///data/supportbot.db",
         validate_default=True,
@@ -234,9 +234,32 @@ class Settings(BaseSettings):
     chat: ChatSettings = Field(default_factory=ChatSettings)
 
 
+class SettingsError(ValueError):
+    """A setting from the environment or ``.env`` is invalid; the message names each one."""
+
+
+def describe_invalid_settings(exc: ValidationError) -> str:
+    """One line per invalid setting, named as the environment variable that sets it."""
+    lines = []
+    for error in exc.errors():
+        name = "SUPPORTBOT_" + "__".join(str(part).upper() for part in error["loc"])
+        value = error.get("input")
+        shown = f"={value!r}" if isinstance(value, (str, int, float)) else ""
+        lines.append(f"{name}{shown}: {error['msg']}")
+    return "Invalid settings:\n  " + "\n  ".join(lines)
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Build the settings from environment and ``.env``; keyword overrides win."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    """Build the settings from environment and ``.env``; keyword overrides win.
+
+    Raises :class:`SettingsError` with every invalid setting named, not pydantic's report.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(describe_invalid_settings(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{REPO_ROOT / '.env'} is not UTF-8 text: {exc.reason}.") from None
 
 
 def _env_lines(model: type[BaseModel], prefix: str) -> list[str]:

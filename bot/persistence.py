@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import json
 import sqlite3
 import threading
@@ -34,6 +35,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 T = TypeVar("T")
@@ -154,7 +156,12 @@ def connect_args(url: str) -> dict[str, Any]:
 def _ensure_sqlite_folder(url: str) -> None:
     database = make_url(url).database
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(database).expanduser().parent
+        blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            # mkdir would say "File exists", which reads as if the database were fine.
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(blocker))
+        folder.mkdir(parents=True, exist_ok=True)
 
 
 def _engine(url: str) -> AsyncEngine:
@@ -162,6 +169,30 @@ def _engine(url: str) -> AsyncEngine:
         register_sqlite_adapters()
         _ensure_sqlite_folder(url)
     return create_async_engine(url, connect_args=connect_args(url))
+
+
+class DatabaseError(RuntimeError):
+    """The chat database cannot be opened or read (the message names it and says why)."""
+
+
+def shown_url(url: str) -> str:
+    """The database URL as it may be printed: without its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparseable URL is shown by its scheme only
+        return url.split(":", 1)[0] + ":…"
+
+
+def _sync(url: str, factory: Callable[[], Awaitable[T]]) -> T:
+    """:func:`_run` with driver, URL and file errors turned into :class:`DatabaseError`."""
+    try:
+        return _run(factory)
+    except (SQLAlchemyError, OSError, ValueError, ImportError) as exc:
+        reason = getattr(exc, "orig", None) or exc
+        first_line = (str(reason).strip().splitlines() or [type(reason).__name__])[0]
+        if isinstance(exc, ImportError):
+            first_line = f"its driver is not installed ({first_line})"
+        raise DatabaseError(f"Cannot use the chat database {shown_url(url)}: {first_line}") from exc
 
 
 def _run(factory: Callable[[], Awaitable[T]]) -> T:
@@ -204,7 +235,7 @@ async def create_schema_async(url: str) -> None:
 
 def create_schema(url: str) -> None:
     """Synchronous :func:`create_schema_async` (usable from a running event loop too)."""
-    _run(lambda: create_schema_async(url))
+    _sync(url, lambda: create_schema_async(url))
 
 
 # -- the Chainlit data layer -------------------------------------------------------
@@ -374,7 +405,7 @@ def fetch_feedback(url: str) -> list[dict[str, Any]]:
     ``citations`` (dicts with ``id, label, code, title, kind, severity, source,
     section, score``) and ``abstained``.
     """
-    return _run(lambda: fetch_feedback_async(url))
+    return _sync(url, lambda: fetch_feedback_async(url))
 
 
 async def fetch_abstentions_async(url: str) -> list[dict[str, Any]]:
@@ -402,7 +433,7 @@ def fetch_abstentions(url: str) -> list[dict[str, Any]]:
 
     Each row: ``thread_id, step_id, created_at, kind, question, answer``.
     """
-    return _run(lambda: fetch_abstentions_async(url))
+    return _sync(url, lambda: fetch_abstentions_async(url))
 
 
 # -- gap report (pure) -------------------------------------------------------------------

@@ -297,3 +297,10 @@ def test_real_process_failing_after_torch_loaded_keeps_its_exit_status(prebuilt,
     assert failed.returncode == 1, failed.stderr
     assert "hit@1" in failed.stdout
     assert "Traceback" not in failed.stderr
+
+
+def test_chat_with_an_unusable_database_stops_before_serving(prebuilt):
+    result = _run(prebuilt, "chat", "--port", "8799", SUPPORTBOT_CHAT__DATABASE_URL="nonsense://")
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert "Cannot use the chat database nonsense://" in result.output

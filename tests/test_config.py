@@ -49,3 +49,32 @@ def test_embedding_defaults_agree_with_the_embedding_classes():
     for cls in (LazyEmbeddings, SentenceTransformerEmbeddings):
         default = inspect.signature(cls.__init__).parameters["batch_size"].default
         assert default == DEFAULT_BATCH_SIZE
+
+
+def test_invalid_settings_name_each_variable(monkeypatch):
+    import pytest
+
+    from bot.config import SettingsError, load_settings
+
+    monkeypatch.setenv("SUPPORTBOT_RETRIEVAL__TOP_K", "abc")
+    monkeypatch.setenv("SUPPORTBOT_CHAT__PORT", "70000")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "SUPPORTBOT_RETRIEVAL__TOP_K='abc': Input should be a valid integer" in message
+    assert "SUPPORTBOT_CHAT__PORT='70000': Input should be less than or equal to 65535" in message
+
+
+def test_cli_reports_invalid_settings_without_traceback(monkeypatch):
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+
+    # Brackets in a value are printed as they are, not read as terminal markup.
+    env = {"SUPPORTBOT_RETRIEVAL__MODE": "[bold]fast", "SUPPORTBOT_LOG_LEVEL": "WARNING"}
+    for command in (["ask", "vat error"], ["eval"], ["feedback"], ["chat"], ["ingest"]):
+        result = CliRunner().invoke(app, command, env=env)
+        assert result.exit_code == 2, (command, result.output)
+        assert isinstance(result.exception, SystemExit)
+        assert "Invalid settings" in result.output
+        assert "SUPPORTBOT_RETRIEVAL__MODE='[bold]fast'" in " ".join(result.output.split())

@@ -354,3 +354,52 @@ async def test_feedback_and_gaps_commands_read_the_database(db: tuple[str, Path]
 
     text = runner.invoke(app, ["gaps"], env=env)
     assert "can I pay by invoice?" in text.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("nonsense://", "Can't load plugin"),
+        ("not a url at all", "Could not parse"),
+        ("postgresql+asyncpg://merchant:s3cret@127.0.0.1:1/db", "driver is not installed"),
+    ],
+)
+def test_an_unusable_database_url_is_one_clear_error(url: str, reason: str) -> None:
+    from bot.persistence import DatabaseError
+
+    for call in (create_schema, fetch_feedback, fetch_abstentions):
+        with pytest.raises(DatabaseError, match=reason) as caught:
+            call(url)
+        assert "s3cret" not in str(caught.value)  # passwords are not printed
+        assert "\n" not in str(caught.value)
+
+
+def test_a_database_below_a_file_or_not_sqlite_is_one_clear_error(tmp_path: Path) -> None:
+    from bot.persistence import DatabaseError
+
+    blocker = tmp_path / "data"
+    blocker.write_text("not a folder", encoding="utf-8")
+    with pytest.raises(DatabaseError, match=r"Not a directory: '.*data'"):
+        create_schema(f"sqlite+aiosqlite:///{blocker / 'chat.db'}")
+    assert blocker.read_text(encoding="utf-8") == "not a folder"
+
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"\x00\xff" * 4096)
+    with pytest.raises(DatabaseError, match="file is not a database"):
+        fetch_feedback(f"sqlite+aiosqlite:///{garbage}")
+    assert garbage.read_bytes() == b"\x00\xff" * 4096  # left as it was
+
+
+@pytest.mark.parametrize("command", ["feedback", "gaps"])
+def test_feedback_and_gaps_with_an_unusable_database_exit_cleanly(command: str) -> None:
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+
+    result = CliRunner().invoke(
+        app, [command], env={"SUPPORTBOT_CHAT__DATABASE_URL": "nonsense://"}
+    )
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)
+    assert "Cannot use the chat database nonsense://" in result.output
+    assert "Traceback" not in result.output
