@@ -80,27 +80,56 @@ def normalize_label(label: str) -> str:
     return " ".join(_QUOTES.sub("", label).casefold().split())
 
 
+def _strings(raw: dict[str, Any], name: str) -> tuple[str, ...]:
+    """An optional list-of-strings field ("expected": "CODE" would otherwise become letters)."""
+    value = raw.get(name)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f'"{name}" must be a list of strings')
+    return tuple(value)
+
+
+def _question(raw: object) -> Question:
+    if not isinstance(raw, dict):
+        raise TypeError("an eval item is a JSON object")
+    for name in ("id", "question"):
+        if name not in raw:
+            raise KeyError(name)
+        if not isinstance(raw[name], (str, int)) or isinstance(raw[name], bool):
+            raise TypeError(f'"{name}" must be a string')
+    return Question(
+        id=str(raw["id"]),
+        question=str(raw["question"]),
+        expected=_strings(raw, "expected"),
+        facts=_strings(raw, "facts"),
+        tags=_strings(raw, "tags"),
+        history=_strings(raw, "history"),
+    )
+
+
 def load_questions(path: Path) -> list[Question]:
     """Read and validate the questions JSONL."""
-    if not path.is_file():
+    if not path.exists():
         raise EvalError(f"Eval file {path} does not exist.")
+    if not path.is_file():
+        raise EvalError(f"Eval file {path} is not a file.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise EvalError(f"{path} is not UTF-8 text (byte {exc.start}).") from None
+    except OSError as exc:
+        raise EvalError(f"Cannot read {path}: {exc.strerror or exc}.") from None
     items: list[Question] = []
     seen: set[str] = set()
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            raw = json.loads(line)
-            item = Question(
-                id=str(raw["id"]),
-                question=str(raw["question"]),
-                expected=tuple(raw.get("expected") or ()),
-                facts=tuple(raw.get("facts") or ()),
-                tags=tuple(raw.get("tags") or ()),
-                history=tuple(raw.get("history") or ()),
-            )
+            item = _question(json.loads(line))
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise EvalError(f"{path}:{n}: not a valid eval item ({exc}).") from exc
+            reason = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise EvalError(f"{path}:{n}: not a valid eval item ({reason}).") from None
         if item.id in seen:
             raise EvalError(f"{path}:{n}: duplicate id {item.id!r}.")
         seen.add(item.id)
@@ -294,6 +323,10 @@ def run_cli(
     questions and refusing real ones, for calibrating that setting.
     """
     items = load_questions(file)
+    # Unwritable destinations are reported before the run, not after it.
+    for path in (output, report):
+        if path is not None:
+            _check_writable(path, folder=path is report)
     out = Console()
     modes = RETRIEVERS if compare else (retriever,)
     runs: dict[str, list[Result]] = {}
@@ -313,19 +346,42 @@ def run_cli(
         title = f"Abstention threshold min_confidence ({main_mode}; set now: {current!r})"
         out.print(summary_table(swept, title))
     if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with output.open("w", encoding="utf-8") as fh:
-            for r in runs[main_mode]:
-                fh.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
+        try:
+            with output.open("w", encoding="utf-8") as fh:
+                for r in runs[main_mode]:
+                    fh.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
+        except OSError as exc:
+            raise EvalError(f"Cannot write {output}: {exc.strerror or exc}.") from None
     if report:
         from evals.report import write_report
 
-        path = write_report(report, runs, summaries, by_tag, main_mode, swept)
+        try:
+            path = write_report(report, runs, summaries, by_tag, main_mode, swept)
+        except OSError as exc:
+            raise EvalError(
+                f"Cannot write the report in {report}: {exc.strerror or exc}."
+            ) from None
         out.print(f"Report written to {path}")
     failures = check_thresholds(summaries[main_mode], thresholds or {})
     for failure in failures:
         out.print(f"[red]FAIL[/red] {failure}")
     return not failures
+
+
+def _check_writable(path: Path, folder: bool) -> None:
+    """Raise EvalError unless ``path`` can be written as a file (or a folder)."""
+    if path.is_dir() and not folder:
+        raise EvalError(f"Cannot write {path}: it is a folder.")
+    if path.exists() and not path.is_dir() and folder:
+        raise EvalError(f"Cannot write the report in {path}: it is a file.")
+    parent = path if folder else path.parent
+    blocker = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise EvalError(f"Cannot write {path}: {blocker} is a file.")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EvalError(f"Cannot write {path}: {exc.strerror or exc}.") from None
 
 
 def worst_misses(results: list[Result], limit: int = 15) -> list[Result]:

@@ -299,6 +299,19 @@ def test_real_process_failing_after_torch_loaded_keeps_its_exit_status(prebuilt,
     assert "Traceback" not in failed.stderr
 
 
+def test_eval_with_a_bad_file_or_destination_exits_2(prebuilt, tmp_path):
+    questions = tmp_path / "one.jsonl"
+    questions.write_text('{"id": "a", "question": "vat error fortnox"}\n', encoding="utf-8")
+    for args, message in (
+        (["--file", str(tmp_path)], "is not a file"),
+        (["--file", str(questions), "--output", str(tmp_path)], "it is a folder"),
+    ):
+        result = _run(prebuilt, "eval", *args)
+        assert result.exit_code == 2, result.output
+        assert isinstance(result.exception, SystemExit)
+        assert message in result.output
+
+
 def test_chat_with_an_unusable_database_stops_before_serving(prebuilt):
     result = _run(prebuilt, "chat", "--port", "8799", SUPPORTBOT_CHAT__DATABASE_URL="nonsense://")
     assert result.exit_code == 1, result.output

@@ -5,6 +5,7 @@ a change that lowers any of them fails CI.
 """
 
 import json
+import re
 
 import pytest
 
@@ -127,3 +128,61 @@ def test_a_threshold_sweep_shows_the_abstention_trade_off(real_bot, tmp_path, ca
     section = report.split("## Abstention threshold min_confidence (hybrid)")[1].split("##")[0]
     assert "| 0.8 | " in section
     assert "| 10.0 | " in section
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"id": "a", "question": "vat"}\nnot json\n', ":2: not a valid eval item"),
+        (b"[1, 2]\n", "an eval item is a JSON object"),
+        (b'{"id": "a"}\n', "missing 'question'"),
+        (b'{"id": "a", "question": ["x"]}\n', '"question" must be a string'),
+        (b'{"id": "a", "question": "vat", "expected": "FORTNOX_VAT"}\n', '"expected" must be'),
+        (b'{"id": "a", "question": "vat", "history": [1]}\n', '"history" must be a list'),
+        (b'{"id": "a", "question": "x"}\n{"id": "a", "question": "y"}\n', "duplicate id"),
+        (b"\xff\xfe\x00garbage", "is not UTF-8 text"),
+        (b"\n\n", "holds no questions"),
+    ],
+)
+def test_malformed_eval_files_are_one_clear_error(tmp_path, content, message):
+    from evals.runner import EvalError
+
+    path = tmp_path / "questions.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(EvalError, match=re.escape(message)):
+        load_questions(path)
+
+
+def test_eval_file_that_is_a_folder_or_missing(tmp_path):
+    from evals.runner import EvalError
+
+    with pytest.raises(EvalError, match="is not a file"):
+        load_questions(tmp_path)
+    with pytest.raises(EvalError, match="does not exist"):
+        load_questions(tmp_path / "missing.jsonl")
+
+
+def test_unwritable_destinations_fail_before_the_run(real_bot, tmp_path):
+    from evals.runner import EvalError, run_cli
+
+    questions = tmp_path / "one.jsonl"
+    questions.write_text('{"id": "a", "question": "vat error fortnox"}\n', encoding="utf-8")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me", encoding="utf-8")
+
+    class NeverAsked:
+        settings = real_bot.settings
+
+        def with_retrieval_mode(self, mode):
+            raise AssertionError("the eval ran although its output cannot be written")
+
+    cases = [
+        ({"output": tmp_path}, "it is a folder"),
+        ({"output": blocker / "results.jsonl"}, f"{blocker} is a file"),
+        ({"report": blocker}, "it is a file"),
+        ({"report": blocker / "report"}, f"{blocker} is a file"),
+    ]
+    for destination, message in cases:
+        with pytest.raises(EvalError, match=re.escape(message)):
+            run_cli(NeverAsked(), questions, **destination)
+    assert blocker.read_text(encoding="utf-8") == "keep me"
