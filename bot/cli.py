@@ -134,7 +134,7 @@ def _filters(severity: list[str], system: list[str], kind: list[str]) -> Filters
 def _print_answer(answer: Answer) -> None:
     out = Console()
     for notice in answer.notices:
-        console.print(f"[yellow]{notice}[/yellow]")
+        console.print(f"[yellow]{escape(notice)}[/yellow]")
     out.print(answer.text, markup=False, highlight=False)
     if answer.citations:
         out.print("\nCitations:", markup=False)
@@ -188,7 +188,7 @@ def ingest(
     except (CorpusError, IndexUnavailableError, ModelNotFoundError) as exc:
         raise _fail(f"{exc} The previous index, if any, is unchanged.") from None
     for issue in index.issues:
-        console.print(f"[yellow]{issue}[/yellow]")
+        console.print(f"[yellow]{escape(str(issue))}[/yellow]")
     kinds = index.manifest["entries_per_kind"]
     typer.echo(
         f"Entries: {len(index.entries)} ({', '.join(f'{k}: {v}' for k, v in kinds.items())})"
@@ -220,7 +220,7 @@ def ask(
     if as_json:
         # The JSON object is a fixed contract; notices (e.g. truncation) go to stderr.
         for notice in answer.notices:
-            console.print(f"[yellow]{notice}[/yellow]")
+            console.print(f"[yellow]{escape(notice)}[/yellow]")
         typer.echo(json.dumps(answer.to_json(), ensure_ascii=False))
     else:
         _print_answer(answer)
@@ -261,7 +261,7 @@ def draft(
     bot = _load_bot(settings)
     result = _guarded(bot.draft, _read_text_arg(ticket), style=style)
     for notice in result.notices:
-        console.print(f"[yellow]{notice}[/yellow]")
+        console.print(f"[yellow]{escape(notice)}[/yellow]")
     if as_json:
         typer.echo(json.dumps(result.to_json(), ensure_ascii=False))
         return

@@ -95,10 +95,12 @@ def test_ingest_reports_counts_and_writes_manifest(empty_dir):
 def test_ingest_with_empty_corpus_fails_cleanly(empty_dir, tmp_path):
     corpus = tmp_path / "empty-corpus"
     corpus.mkdir()
-    (corpus / "blank.txt").write_text("", encoding="utf-8")
+    # Brackets in a file name are printed as they are, not read as terminal markup.
+    (corpus / "blank[v2].txt").write_text("", encoding="utf-8")
     result = _run(empty_dir, "ingest", "--corpus", str(corpus))
     assert result.exit_code == 1
     assert "No entries" in result.output
+    assert "blank[v2].txt" in result.output
     assert "unchanged" in result.output
     assert "Traceback" not in result.output
 
