@@ -136,6 +136,21 @@ class RetrievalSettings(BaseModel):
         ge=0,
         description="Score added, in a follow-up, to the entries the conversation already cited.",
     )
+    also_asked_min_words: int = Field(
+        default=3,
+        ge=1,
+        description=(
+            "After an exact lookup, the rest of the question is searched too when it has at "
+            "least this many content words (a second error asked about in the same message)."
+        ),
+    )
+    also_asked_min_confidence: float = Field(
+        default=1.05,
+        description=(
+            "Confidence the rest of the question needs for its entry to be added after an "
+            "exact lookup (stricter than min_confidence: the answer already has an entry)."
+        ),
+    )
     related_ratio: float = Field(
         default=0.9,
         description="Runner-up entries scoring at least this share of the best are also cited.",

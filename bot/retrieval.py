@@ -246,6 +246,42 @@ class HybridRetriever:
         ranked = sorted(best.items(), key=lambda kv: -kv[1][1])
         return [(entry_id, how) for entry_id, (how, _) in ranked]
 
+    def rest_of_question(self, query: str, entries: Sequence[Entry]) -> str:
+        """The question without the words that identified ``entries`` (code, number, message)."""
+        named: set[str] = set()
+        for e in entries:
+            for text in (e.code or "", e.numeric_code or "", *(m for m, _ in _messages_of(e))):
+                named.update(_words(text))
+        return " ".join(w for w in _words(query) if w not in named)
+
+    def _also_asked(
+        self, query: str, hits: list[Hit], k: int, filters: Filters | None
+    ) -> list[Hit]:
+        """Entries the rest of the question asks about, beside the ones it names exactly.
+
+        "What's the difference between an Invalid grant error and token expiration?"
+        names one error by its message and another in words. The rest of the question is
+        searched like any question, abstention included, and only when it still says
+        something (a pasted message with a timestamp around it does not).
+        """
+        if len(hits) >= k:
+            return []
+        rest = self.rest_of_question(query, [h.entry for h in hits])
+        # "Create invoice failed for order 1042:" is the log line around a message, not a
+        # question: numbers and words like "error" or "failed" do not count.
+        content = [t for t in tokenize(rest) if not t.isdigit() and t not in GENERIC_WORDS]
+        if len(content) < self.settings.also_asked_min_words:
+            return []
+        found = self.retrieve(rest, k=k, filters=filters)
+        if found.abstained or found.reason != "search":
+            return []
+        # Context around a pasted message ("export order 10458 failed") often passes the
+        # ordinary bar; an addition to an answer already found must be clearly asked for.
+        if found.signals.get("confidence", 0.0) < self.settings.also_asked_min_confidence:
+            return []
+        named = {h.entry.id for h in hits}
+        return [h for h in found.hits if h.entry.id not in named][: k - len(hits)]
+
     # -- search ---------------------------------------------------------------
 
     def _correct(self, tokens: list[str]) -> list[str]:
@@ -340,6 +376,7 @@ class HybridRetriever:
         if exact:
             # Identifiers and messages settle it: no embedding needed (nor model loading).
             hits = [Hit(self.entries[pos], 1.0, exact=how) for pos, how in exact[:k]]
+            hits += self._also_asked(query, hits, k, filters)
             return Retrieval(query, tuple(hits), False, "exact", {"exact": len(exact)})
 
         dense, bm25 = self._entry_scores(translate_query(query), tokens)

@@ -78,8 +78,8 @@ def bench_ingest(index_dir: Path) -> float:
 def bench_cold(index_dir: Path, first: str, questions: list[str]) -> dict[str, float]:
     """A new process: imports, index load and the first answer; then its peak RSS.
 
-    An exact lookup (an error code or message) never loads the embedding model, so the
-    first answer is measured for both kinds of question.
+    An exact lookup of a bare error code or message never loads the embedding model, so
+    the first answer is measured for both kinds of question.
     """
     env = {**os.environ, "SUPPORTBOT_INDEX__DIR": str(index_dir), "SUPPORTBOT_LOG_LEVEL": "WARNING"}
     started = time.perf_counter()

@@ -130,7 +130,7 @@ class LazyEmbeddings(Embeddings):
     numpy copy of the same model that loads in a fraction of a second, once it has
     reproduced vectors the index holds (see :meth:`expect`). Documents (ingest) always
     go through sentence-transformers, and nothing is loaded before it is needed: a
-    process that only answers exact lookups loads no model at all.
+    process that only answers bare error codes or messages loads no model at all.
     """
 
     def __init__(

@@ -128,6 +128,33 @@ def test_quoted_pattern_titles_are_found_exactly(fake_retriever, entry_id, quote
     assert result.hits[0].exact == "message"
 
 
+class _NoQueryEmbedding(DeterministicFakeEmbedding):
+    def embed_query(self, text: str) -> list[float]:
+        raise AssertionError(f"embedded {text!r}")
+
+
+def test_a_bare_code_or_message_is_answered_without_embedding(fake_retriever):
+    retriever = HybridRetriever(
+        fake_retriever.index, _NoQueryEmbedding(size=64), RetrievalSettings()
+    )
+    for query in (
+        "FORTNOX_FISCAL_YEAR",
+        "what is error 2000637?",
+        LOG_PREFIX + "Fiscal year not available",
+        "Create invoice failed: The account is not active",
+    ):
+        assert retriever.retrieve(query).reason == "exact", query
+
+
+def test_rest_of_question_drops_the_words_that_named_the_entry(fake_retriever):
+    by_id = fake_retriever.index.by_id
+    rest = fake_retriever.rest_of_question(
+        "What's the difference between an Invalid grant error and token expiration?",
+        [by_id["error_pattern:invalid-grant"]],
+    )
+    assert rest == "what s the difference between an error and token expiration"
+
+
 def test_generic_error_message_is_not_an_exact_message(fake_retriever):
     hits = fake_retriever.retrieve(LOG_PREFIX + "Error message:").hits
     assert not [h for h in hits if h.exact == "message"]
@@ -258,6 +285,40 @@ def test_filters_restrict_hits(retriever, filters, query, check):
 
 
 @pytest.mark.model
+def test_a_second_error_asked_about_in_words_is_cited_after_the_exact_one(retriever):
+    result = retriever.retrieve(
+        "what's the difference between an Invalid grant error and token expiration?"
+    )
+    assert [(h.entry.id, h.exact) for h in result.hits] == [
+        ("error_pattern:invalid-grant", "message"),
+        ("error_pattern:token-expiration", None),
+    ]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "2026-01-02 08:14:55 ERROR task 90211 Export orders to Fortnox: Fiscal year not available",
+        "Create invoice failed for order 33102: The account is not active",
+        "getting error 2000637 when orders are exported to fortnox",
+    ],
+)
+def test_log_text_around_a_pasted_message_adds_no_entry(retriever, query):
+    result = retriever.retrieve(query)
+    assert len(result.hits) == 1
+    assert result.hits[0].exact
+
+
+def test_the_rest_of_the_question_is_not_searched_when_it_is_short(retriever):
+    stricter = HybridRetriever(
+        retriever.index,
+        retriever.embedder,
+        RetrievalSettings(also_asked_min_words=20),
+    )
+    question = "what's the difference between an Invalid grant error and token expiration?"
+    assert [h.entry.id for h in stricter.retrieve(question).hits] == ["error_pattern:invalid-grant"]
+
+
 def test_filter_excludes_exact_hit_of_other_severity(retriever):
     result = retriever.retrieve("FORTNOX_FISCAL_YEAR", filters=Filters(severity=("Warning",)))
     assert "FORTNOX_FISCAL_YEAR" not in _ids(result)
