@@ -277,6 +277,7 @@ class HybridRetriever:
             return []
         # Context around a pasted message ("export order 10458 failed") often passes the
         # ordinary bar; an addition to an answer already found must be clearly asked for.
+        # BM25-only search has no confidence figure, so it adds nothing here.
         if found.signals.get("confidence", 0.0) < self.settings.also_asked_min_confidence:
             return []
         named = {h.entry.id for h in hits}
@@ -374,7 +375,8 @@ class HybridRetriever:
             if allowed[self._entry_pos[eid]]
         ]
         if exact:
-            # Identifiers and messages settle it: no embedding needed (nor model loading).
+            # Identifiers and messages settle it: no embedding needed (nor model loading),
+            # unless the rest of the question asks about something more.
             hits = [Hit(self.entries[pos], 1.0, exact=how) for pos, how in exact[:k]]
             hits += self._also_asked(query, hits, k, filters)
             return Retrieval(query, tuple(hits), False, "exact", {"exact": len(exact)})
