@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from bot.answer_types import Answer, Citation, Draft, Filters, Turn, format_citation
 from bot.config import AnswerSettings, Settings
 from bot.retrieval import HybridRetriever, Retrieval
+from bot.safe_text import utf8_safe
 from ingest.chunking import heading_text, token_counter, truncate_tokens
 from ingest.entries import Entry
 from ingest.keyword import tokenize
@@ -191,11 +192,6 @@ def retrieve_for(
         context = " ".join([previous, *(heading_text(by_id[i]) for i in cited if i in by_id)])
     contextual = retriever.retrieve(question, k=k, filters=filters, prefer=cited, context=context)
     return result if contextual.abstained else contextual
-
-
-def utf8_safe(text: str) -> str:
-    """The text with lone surrogates (from undecodable input) replaced, so it encodes as UTF-8."""
-    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def echo_text(text: str, settings: Settings) -> str:

@@ -15,19 +15,24 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from bot.answer_types import Answer, Filters
 from bot.config import REPO_ROOT, Settings, SettingsError, load_settings
+from bot.safe_text import CliConsole, utf8_safe, utf8_safe_data
+
+logger = logging.getLogger(__name__)
 
 app = typer.Typer(
     help="Junipeer support bot: grounded answers with citations from the knowledge base.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Typer's rich panels fold usage errors at the terminal width; scripts reading them
+    # get click's plain one-line messages instead.
+    rich_markup_mode="rich" if sys.stderr.isatty() else None,
 )
-console = Console(stderr=True)
+console = CliConsole(stderr=True)
 
 
 def _settings(**overrides: object) -> Settings:
@@ -113,7 +118,10 @@ def _read_text_arg(text: str | None) -> str:
     """The argument, or standard input when it is '-' or missing (undecodable bytes replaced)."""
     if text is not None and text != "-":
         # Arguments that were not valid UTF-8 arrive with surrogate escapes; replace them.
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+            return utf8_safe(text)
     data = sys.stdin.buffer.read()
     return data.decode("utf-8", errors="replace")
 
@@ -131,8 +139,13 @@ def _filters(severity: list[str], system: list[str], kind: list[str]) -> Filters
     return None if filters.is_empty() else filters
 
 
+def _json_line(data: object) -> str:
+    """One JSON line that always encodes (user text may hold lone surrogates)."""
+    return json.dumps(utf8_safe_data(data), ensure_ascii=False, default=str)
+
+
 def _print_answer(answer: Answer) -> None:
-    out = Console()
+    out = CliConsole()
     for notice in answer.notices:
         console.print(f"[yellow]{escape(notice)}[/yellow]")
     out.print(answer.text, markup=False, highlight=False)
@@ -221,7 +234,7 @@ def ask(
         # The JSON object is a fixed contract; notices (e.g. truncation) go to stderr.
         for notice in answer.notices:
             console.print(f"[yellow]{escape(notice)}[/yellow]")
-        typer.echo(json.dumps(answer.to_json(), ensure_ascii=False))
+        typer.echo(_json_line(answer.to_json()))
     else:
         _print_answer(answer)
 
@@ -233,7 +246,7 @@ def _interactive(bot, filters: Filters | None, k: int | None) -> None:  # noqa: 
     console.print("Ask about a Junipeer error or the FAQ (empty line to quit).")
     while True:
         try:
-            question = input("> ").strip()
+            question = utf8_safe(input("> ")).strip()
         except EOFError:
             break
         if not question:
@@ -263,9 +276,9 @@ def draft(
     for notice in result.notices:
         console.print(f"[yellow]{escape(notice)}[/yellow]")
     if as_json:
-        typer.echo(json.dumps(result.to_json(), ensure_ascii=False))
+        typer.echo(_json_line(result.to_json()))
         return
-    out = Console()
+    out = CliConsole()
     out.print(result.reply, markup=False, highlight=False)
     out.print("\nCited entries to check:", markup=False)
     for c in result.citations:
@@ -300,7 +313,7 @@ def eval_command(
     ] = "",
 ) -> None:
     """Run the eval set through the answer path and print the metrics."""
-    from evals.runner import EvalError, run_cli
+    from evals.runner import EvalError, EvalRunError, run_cli
 
     settings = _settings()
     if retriever not in ("hybrid", "bm25", "dense"):
@@ -329,6 +342,8 @@ def eval_command(
             },
             sweep=sweep,
         )
+    except EvalRunError as exc:
+        raise _fail(str(exc), 1) from None
     except EvalError as exc:
         raise _fail(str(exc), 2) from None
     if not ok:
@@ -377,10 +392,10 @@ def feedback(
         writer.writeheader()
         for row in rows:
             cited = "; ".join(str(c.get("code") or c.get("title")) for c in row["citations"] or [])
-            writer.writerow({**row, "citations": cited})
+            writer.writerow(utf8_safe_data({**row, "citations": cited}))
         return
     if as_json:
-        typer.echo(json.dumps(rows, ensure_ascii=False, default=str, indent=1))
+        typer.echo(json.dumps(utf8_safe_data(rows), ensure_ascii=False, default=str, indent=1))
         return
     if not rows:
         typer.echo("No feedback yet.")
@@ -388,7 +403,8 @@ def feedback(
         verdict = "👍" if row["value"] else "👎"
         cited = ", ".join(str(c.get("code") or c.get("title")) for c in row["citations"] or [])
         comment = f' — "{row["comment"]}"' if row.get("comment") else ""
-        typer.echo(f"{row['created_at']} {verdict} {row['question']!r} [{cited}]{comment}")
+        line = f"{row['created_at']} {verdict} {row['question']!r} [{cited}]{comment}"
+        typer.echo(utf8_safe(line))
 
 
 @app.command()
@@ -400,7 +416,7 @@ def gaps(
 
     settings = _settings()
     feedback_rows, abstentions = _read_database(settings, fetch_feedback, fetch_abstentions)
-    report = gap_report(feedback_rows, abstentions)
+    report = utf8_safe_data(gap_report(feedback_rows, abstentions))
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False, default=str, indent=1))
         return
@@ -416,12 +432,31 @@ def gaps(
             typer.echo(f"        - {question}")
 
 
+def _unexpected(exc: BaseException) -> int:
+    """Report a failure no command anticipated in one line (the traceback goes to the log)."""
+    logger.debug("Unexpected failure", exc_info=exc)
+    reason = utf8_safe(str(exc)) or type(exc).__name__
+    console.print(
+        f"[red]Error:[/red] the command failed unexpectedly ({escape(type(exc).__name__)}: "
+        f"{escape(reason)}). Run it again with SUPPORTBOT_LOG_LEVEL=DEBUG for details."
+    )
+    return 1
+
+
 def main() -> None:
     """Entry point of the ``supportbot`` command and ``python -m bot.cli``."""
+    # Whatever slips past the commands' own checks (text from a database or a file with
+    # lone surrogates, say) is written with a replacement character rather than crashing
+    # the write halfway through.
+    for stream, errors in ((sys.stdout, "replace"), (sys.stderr, "backslashreplace")):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors=errors)
     try:
         app()
     except SystemExit as exc:
         code = exc.code
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
+        code = _unexpected(exc)
     else:  # pragma: no cover - typer always exits
         code = 0
     if "torch" in sys.modules:

@@ -38,6 +38,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from bot.safe_text import utf8_safe_data
+
 T = TypeVar("T")
 
 # The schema of chainlit 2.12's SQLAlchemyDataLayer (its SQL in
@@ -284,10 +286,20 @@ def make_data_layer(url: str) -> Any:
     """
     from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
 
+    class Utf8SafeDataLayer(SQLAlchemyDataLayer):
+        """Replaces lone surrogates in everything it writes.
+
+        Both sqlite3 and asyncpg refuse them, and Chainlit only logs the failure: a
+        message, a thread name or a feedback comment holding one was silently not saved.
+        """
+
+        async def execute_sql(self, query: str, parameters: dict) -> Any:
+            return await super().execute_sql(query, utf8_safe_data(parameters))
+
     if is_sqlite(url):
         register_sqlite_adapters()
         _ensure_sqlite_folder(url)
-    return SQLAlchemyDataLayer(
+    return Utf8SafeDataLayer(
         conninfo=url,
         connect_args=connect_args(url),
         storage_provider=_inline_storage_client(),
@@ -302,7 +314,9 @@ def _json(value: Any, default: Any) -> Any:
         return default
     if isinstance(value, str):
         try:
-            return json.loads(value)
+            # Chainlit writes metadata with ASCII escapes, so a lone surrogate survives as
+            # "\\ud800" and comes back out of json.loads; exports must still encode.
+            return utf8_safe_data(json.loads(value))
         except json.JSONDecodeError:
             return default
     return value
@@ -313,7 +327,7 @@ async def _query(url: str, sql: str, params: dict[str, Any] | None = None) -> li
     try:
         async with engine.connect() as conn:
             result = await conn.execute(text(sql), params or {})
-            return [dict(row._mapping) for row in result]
+            return [utf8_safe_data(dict(row._mapping)) for row in result]
     finally:
         await engine.dispose()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.safe_text import utf8_safe
+
 if TYPE_CHECKING:
     from evals.runner import Result, Summary
 
@@ -112,5 +114,6 @@ def write_report(
         question = r.item.question.replace("|", "\\|").replace("\n", " ")[:120]
         lines.append(f"| {r.item.id} | {question} | {expected} | {cited} |")
     path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # Questions and answers are user text; a lone surrogate must not cost the whole report.
+    path.write_text(utf8_safe("\n".join(lines) + "\n"), encoding="utf-8")
     return path

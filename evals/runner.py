@@ -8,25 +8,32 @@ exit status fail, so CI can gate on it.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from bot.answer_types import Answer, Turn
+from bot.safe_text import CliConsole, is_utf8_safe, utf8_safe, utf8_safe_data
+
+logger = logging.getLogger(__name__)
 
 RETRIEVERS = ("bm25", "dense", "hybrid")
 _QUOTES = re.compile(r"[\"'“”‘’]")
 
 
 class EvalError(ValueError):
-    """The eval file is missing or malformed."""
+    """The eval file is missing or malformed, or a destination cannot be written."""
+
+
+class EvalRunError(EvalError):
+    """The run failed partway (a question could not be answered or a result written)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,7 @@ def _strings(raw: dict[str, Any], name: str) -> tuple[str, ...]:
 
 
 def _question(raw: object) -> Question:
+    """One validated eval item; its strings may still hold lone surrogates."""
     if not isinstance(raw, dict):
         raise TypeError("an eval item is a JSON object")
     for name in ("id", "question"):
@@ -130,6 +138,15 @@ def load_questions(path: Path) -> list[Question]:
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             reason = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
             raise EvalError(f"{path}:{n}: not a valid eval item ({reason}).") from None
+        if not all(is_utf8_safe(t) for t in (item.id, item.question, *item.history)):
+            # Real exports do hold "\ud800"-style escapes; a result file must still encode.
+            logger.warning(
+                "%s:%d: characters that cannot be written as UTF-8 (lone surrogates) were "
+                "replaced with U+FFFD.",
+                utf8_safe(str(path)),
+                n,
+            )
+        item = Question(**utf8_safe_data(vars(item)))
         if item.id in seen:
             raise EvalError(f"{path}:{n}: duplicate id {item.id!r}.")
         seen.add(item.id)
@@ -154,25 +171,46 @@ def score_result(item: Question, answer: Answer, latency_ms: float) -> Result:
     return Result(item, answer, latency_ms, rank, facts, cited_expected)
 
 
+def _answer_item(bot: Any, item: Question) -> Result:
+    history: list[Turn] = []
+    for earlier in item.history:
+        prior = bot.answer(earlier, history=history)
+        history += [
+            Turn("user", earlier),
+            Turn("assistant", prior.text, tuple(c.entry.id for c in prior.citations)),
+        ]
+    started = time.perf_counter()
+    answer = bot.answer(item.question, history=history)
+    latency = (time.perf_counter() - started) * 1000
+    return score_result(item, answer, latency)
+
+
 def run_questions(
-    bot: Any, items: Iterable[Question], progress: Progress | None = None
+    bot: Any,
+    items: Iterable[Question],
+    progress: Progress | None = None,
+    on_result: Callable[[Result], None] | None = None,
 ) -> list[Result]:
-    """Answer every item (replaying its history) and score it."""
+    """Answer every item (replaying its history) and score it.
+
+    ``on_result`` sees each result as soon as it is scored, so what was answered is kept
+    even when a later question fails. A question that cannot be answered raises
+    :class:`EvalRunError` naming it.
+    """
     items = list(items)
     task = progress.add_task("eval", total=len(items)) if progress else None
     results = []
     for item in items:
-        history: list[Turn] = []
-        for earlier in item.history:
-            prior = bot.answer(earlier, history=history)
-            history += [
-                Turn("user", earlier),
-                Turn("assistant", prior.text, tuple(c.entry.id for c in prior.citations)),
-            ]
-        started = time.perf_counter()
-        answer = bot.answer(item.question, history=history)
-        latency = (time.perf_counter() - started) * 1000
-        results.append(score_result(item, answer, latency))
+        try:
+            result = _answer_item(bot, item)
+        except Exception as exc:
+            logger.debug("Eval question %s failed", item.id, exc_info=exc)
+            raise EvalRunError(
+                f"Question {item.id!r} could not be answered ({type(exc).__name__}: {exc})."
+            ) from exc
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
         if progress and task is not None:
             progress.advance(task)
     return results
@@ -327,31 +365,32 @@ def run_cli(
     for path in (output, report):
         if path is not None:
             _check_writable(path, folder=path is report)
-    out = Console()
+    out = CliConsole()
     modes = RETRIEVERS if compare else (retriever,)
-    runs: dict[str, list[Result]] = {}
-    with Progress(console=Console(stderr=True), transient=True) as progress:
-        for mode in modes:
-            runs[mode] = run_questions(bot.with_retrieval_mode(mode), items, progress)
-    summaries = {mode: summarize(results) for mode, results in runs.items()}
     main_mode = "hybrid" if compare else retriever
+    runs: dict[str, list[Result]] = {}
+    with (
+        ResultWriter(output) as writer,
+        Progress(console=CliConsole(stderr=True), transient=True) as progress,
+    ):
+        for mode in modes:
+            runs[mode] = run_questions(
+                bot.with_retrieval_mode(mode),
+                items,
+                progress,
+                on_result=writer.write if mode == main_mode else None,
+            )
+    summaries = {mode: summarize(results) for mode, results in runs.items()}
     out.print(summary_table(summaries, f"Eval: {file} ({len(items)} questions)"))
     by_tag = summarize_by_tag(runs[main_mode])
     out.print(tag_table(by_tag, f"Per tag ({main_mode})"))
     swept: dict[str, Summary] = {}
     if sweep:
         current = bot.settings.retrieval.min_confidence
-        with Progress(console=Console(stderr=True), transient=True) as progress:
+        with Progress(console=CliConsole(stderr=True), transient=True) as progress:
             swept = sweep_confidence(bot, items, sweep, main_mode, progress)
         title = f"Abstention threshold min_confidence ({main_mode}; set now: {current!r})"
         out.print(summary_table(swept, title))
-    if output:
-        try:
-            with output.open("w", encoding="utf-8") as fh:
-                for r in runs[main_mode]:
-                    fh.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
-        except OSError as exc:
-            raise EvalError(f"Cannot write {output}: {exc.strerror or exc}.") from None
     if report:
         from evals.report import write_report
 
@@ -366,6 +405,50 @@ def run_cli(
     for failure in failures:
         out.print(f"[red]FAIL[/red] {failure}")
     return not failures
+
+
+class ResultWriter:
+    """Writes each result as one JSON line the moment it is scored (or nothing without a path).
+
+    Every line is flushed, so a run that fails at question 57 leaves the 56 answered ones.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._fh = None
+        self.written = 0
+
+    def __enter__(self) -> ResultWriter:
+        if self.path is not None:
+            try:
+                self._fh = self.path.open("w", encoding="utf-8")
+            except OSError as exc:
+                raise EvalError(f"Cannot write {self.path}: {exc.strerror or exc}.") from None
+        return self
+
+    def write(self, result: Result) -> None:
+        """Append one result line and flush it."""
+        if self._fh is None:
+            return
+        line = json.dumps(utf8_safe_data(result.to_json()), ensure_ascii=False) + "\n"
+        try:
+            self._fh.write(line)
+            self._fh.flush()
+        except OSError as exc:
+            raise EvalRunError(
+                f"Cannot write {self.path} after {self.written} results: {exc.strerror or exc}."
+            ) from None
+        self.written += 1
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fh is None:
+            return
+        try:
+            self._fh.close()
+        except OSError as error:
+            raise EvalRunError(f"Cannot write {self.path}: {error.strerror or error}.") from None
+        if exc[0] is not None and self.written:
+            logger.warning("The %d results answered so far are in %s.", self.written, self.path)
 
 
 def _check_writable(path: Path, folder: bool) -> None:
