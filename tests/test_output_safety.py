@@ -25,6 +25,7 @@ from bot.cli import app
 from bot.persistence import create_schema_async, fetch_abstentions, fetch_feedback, make_data_layer
 from bot.safe_text import CliConsole, utf8_safe, utf8_safe_data
 from evals.runner import EvalRunError, load_questions, run_cli
+from tests.test_persistence import _step, _use_chainlit_context
 
 REPLACEMENT = "\ufffd"
 # Ends up in folder names: far longer than any terminal, so any folding shows.
@@ -272,45 +273,23 @@ def test_an_unexpected_failure_is_one_line_not_a_traceback(tmp_path: Path) -> No
 # -- exports of chat data: feedback and gaps -----------------------------------------------
 
 
-def _chainlit_context() -> None:
-    from chainlit.context import ChainlitContext, context_var
-    from chainlit.session import HTTPSession
-
-    session = HTTPSession(id=str(uuid.uuid4()), client_type="webapp", thread_id=None)
-    context_var.set(ChainlitContext(session))
-
-
-def _step(thread_id: str, kind: str, output: str, created: str, **extra) -> dict:
-    return {
-        "id": str(uuid.uuid4()),
-        "threadId": thread_id,
-        "name": "Junipeer Support" if kind == "assistant_message" else "User",
-        "type": kind,
-        "output": output,
-        "streaming": False,
-        "createdAt": created,
-        "metadata": {},
-        **extra,
-    }
-
-
 async def test_hostile_chat_text_is_stored_and_exported_whole(tmp_path: Path) -> None:
     """Every hostile message, thread name and comment is saved, and every export encodes."""
     from chainlit.types import Feedback
 
-    _chainlit_context()
+    _use_chainlit_context()
     url = f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}"
     await create_schema_async(url)
     layer = make_data_layer(url)
     for n, (name, text) in enumerate(HOSTILE.items()):
         thread_id = str(uuid.uuid4())
         await layer.update_thread(thread_id, name=text or name, tags=["Merchant"])
-        asked = _step(thread_id, "user_message", text, f"2026-01-01T10:{n:02d}:00Z")
+        asked = _step(thread_id, "user_message", text, createdAt=f"2026-01-01T10:{n:02d}:00Z")
         abstained = _step(
             thread_id,
             "assistant_message",
             f"I could not find this: {text}",
-            f"2026-01-01T10:{n:02d}:01Z",
+            createdAt=f"2026-01-01T10:{n:02d}:01Z",
             metadata={"kind": "answer", "question": text or name, "abstained": True},
         )
         for step in (asked, abstained):
