@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import os
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +40,14 @@ from bot import chat_render as render
 from bot.answer_types import DraftStyle, Turn
 from bot.config import REPO_ROOT, Settings, load_settings
 from bot.persistence import create_schema_async, make_data_layer
+from bot.web_guard import (
+    MESSAGE_REFUSED,
+    NOT_YOURS,
+    GuardRequest,
+    GuardStore,
+    SecurityMiddleware,
+    clean_client_message,
+)
 
 # Chainlit fixes its app root (.chainlit/, public/, .files/) from this variable or the
 # current folder when first imported. `chainlit run` (see run_chat) gets it in its env;
@@ -46,7 +56,15 @@ from bot.persistence import create_schema_async, make_data_layer
 os.environ.setdefault("CHAINLIT_APP_ROOT", str(REPO_ROOT))
 
 import chainlit as cl  # noqa: E402
+from chainlit.auth.jwt import decode_jwt  # noqa: E402
+from chainlit.config import config as chainlit_config  # noqa: E402
+from chainlit.context import init_ws_context  # noqa: E402
 from chainlit.input_widget import Select  # noqa: E402
+from chainlit.server import app as chainlit_app  # noqa: E402
+from chainlit.server import sio  # noqa: E402
+from chainlit.session import WebsocketSession  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
+from starlette.middleware.cors import CORSMiddleware  # noqa: E402
 
 if TYPE_CHECKING:
     from bot.service import SupportBot
@@ -89,6 +107,7 @@ async def bot() -> SupportBot:
 @cl.on_app_startup
 async def _startup() -> None:
     await create_schema_async(SETTINGS.chat.database_url)
+    await GUARD_STORE.create_schema()
     # Chainlit runs this before the server accepts connections: loading the model and the
     # index here means that once the server is up, the first answer comes at once.
     await asyncio.to_thread(get_bot)
@@ -96,7 +115,18 @@ async def _startup() -> None:
 
 @cl.data_layer
 def _data_layer() -> Any:
-    return make_data_layer(SETTINGS.chat.database_url)
+    layer = make_data_layer(SETTINGS.chat.database_url)
+    update_thread = layer.update_thread
+    limit = SETTINGS.security.max_thread_name_chars
+
+    async def update_thread_named_within_limit(*args: Any, **kwargs: Any) -> Any:
+        # Chainlit names a conversation after its whole first message.
+        if isinstance(kwargs.get("name"), str):
+            kwargs["name"] = render.thread_name(kwargs["name"], limit)
+        return await update_thread(*args, **kwargs)
+
+    layer.update_thread = update_thread_named_within_limit
+    return layer
 
 
 if AGENT_MODE:
@@ -109,6 +139,191 @@ if AGENT_MODE:
         if user_ok & hmac.compare_digest(password.encode(), secret):
             return cl.User(identifier=username, metadata={"role": "agent"})
         return None
+
+
+# -- the gatekeeper (limits, ownership, origins; see bot/web_guard.py) ----------------------
+
+GUARD_STORE = GuardStore(SETTINGS.chat.database_url)
+# How long a feedback may wait for the step it is about to be written (steps are stored
+# by background tasks, so a quick thumbs can arrive first).
+_STEP_WAIT_S = 3.0
+
+
+def _client_address(session: WebsocketSession) -> str | None:
+    scope = (session.environ or {}).get("asgi.scope") or {}
+    return (scope.get("client") or (None,))[0]
+
+
+def _token_user(token: str | None) -> str | None:
+    if not token:
+        return None
+    try:
+        return decode_jwt(token).identifier
+    except Exception:  # noqa: BLE001 - an invalid token is nobody; Chainlit answers 401
+        return None
+
+
+async def _step_thread(step_id: object) -> str | None:
+    if not isinstance(step_id, str):
+        return None
+    deadline = time.monotonic() + _STEP_WAIT_S
+    while (thread := await GUARD_STORE.step_thread(step_id)) is None:
+        if time.monotonic() > deadline:
+            return None
+        await asyncio.sleep(0.2)
+    return thread
+
+
+async def _owns_thread(request: GuardRequest, thread_id: str, session_id: object) -> bool:
+    """Whether the caller may give feedback in this thread.
+
+    Agent instance: the thread is the logged-in user's. Merchant instance (anonymous):
+    the thread is that of a live session on this server, opened from the same address
+    (by the session named in the request, when it names one).
+    """
+    if AGENT_MODE:
+        user = _token_user(request.token)
+        return user is not None and await GUARD_STORE.thread_owner(thread_id) == user
+    from chainlit.session import ws_sessions_id
+
+    if isinstance(session_id, str):
+        candidates = [ws_sessions_id.get(session_id)]
+    else:
+        candidates = list(ws_sessions_id.values())
+    return any(
+        s is not None and s.thread_id == thread_id and _client_address(s) == request.client
+        for s in candidates
+    )
+
+
+async def _authorize(request: GuardRequest) -> str | None:
+    """Ownership checks Chainlit leaves out; a refusal sentence, or None to let it through."""
+    body = request.json
+    if request.path.endswith("/feedback"):
+        if request.method == "PUT":
+            feedback = body.get("feedback")
+            if not isinstance(feedback, dict):
+                return None  # Chainlit refuses the malformed body itself (422)
+            thread = await _step_thread(feedback.get("forId"))
+            if thread is None or feedback.get("threadId") not in (None, thread):
+                return NOT_YOURS
+            if feedback.get("id") is not None:
+                # Updating by id: only a feedback on this same thread.
+                if await GUARD_STORE.feedback_thread(str(feedback["id"])) != thread:
+                    return NOT_YOURS
+            return None if await _owns_thread(request, thread, body.get("sessionId")) else NOT_YOURS
+        if request.method == "DELETE":
+            feedback_id = body.get("feedbackId")
+            thread = (
+                await GUARD_STORE.feedback_thread(feedback_id)
+                if isinstance(feedback_id, str)
+                else None
+            )
+            if thread is None or not await _owns_thread(request, thread, None):
+                return NOT_YOURS
+        return None
+    if request.path.endswith("/project/action") and request.method == "POST":
+        session = WebsocketSession.get_by_id(str(body.get("sessionId")))
+        if session is None:
+            return NOT_YOURS
+        if AGENT_MODE:
+            user = _token_user(request.token)
+            if session.user is None or session.user.identifier != user:
+                return NOT_YOURS
+        elif _client_address(session) != request.client:
+            return NOT_YOURS
+    return None
+
+
+def _install_guard() -> None:
+    """Put the gatekeeper in front of Chainlit's server and socket (once per process)."""
+    security = SETTINGS.security
+    # Read by Chainlit when it issues a login token and when it drops a disconnected session.
+    chainlit_config.project.user_session_timeout = security.login_lifetime_s
+    chainlit_config.project.session_timeout = security.session_timeout_s
+    # Socket messages larger than this are refused by the Engine.IO layer before parsing.
+    sio.eio.max_http_buffer_size = security.max_socket_message_bytes
+    # Chainlit's CORS would reflect any origin with credentials ("*" in config.toml);
+    # only the sites embedding the widget get CORS headers, and never on the agent instance.
+    origins = [] if AGENT_MODE else list(security.allowed_origins)
+    chainlit_app.user_middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_credentials=True,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+        if m.cls is CORSMiddleware
+        else m
+        for m in chainlit_app.user_middleware
+    ]
+    if not any(m.cls is SecurityMiddleware for m in chainlit_app.user_middleware):
+        chainlit_app.add_middleware(
+            SecurityMiddleware,
+            settings=security,
+            store=GUARD_STORE,
+            login_required=AGENT_MODE,
+            uploads_enabled=bool(chainlit_config.features.spontaneous_file_upload.enabled)
+            if chainlit_config.features.spontaneous_file_upload
+            else False,
+            authorize=_authorize,
+        )
+    handlers = sio.handlers.get("/", {})
+    if getattr(handlers.get("connect"), "__wrapped_by_guard__", False):
+        return
+    chainlit_connect = handlers["connect"]
+    chainlit_message = handlers["client_message"]
+
+    async def connect(sid: str, environ: dict, auth: Any) -> Any:
+        if not isinstance(auth, dict) or not isinstance(auth.get("clientType"), str):
+            raise ConnectionRefusedError("The chat could not start; please reload the page.")
+        auth = dict(auth)
+        if not isinstance(auth.get("sessionId"), str):
+            auth["sessionId"] = str(uuid.uuid4())
+        if not AGENT_MODE:
+            # Anonymous clients prove nothing: a thread id they name is not theirs to write
+            # into, and a session id is theirs only to resume their own dropped session.
+            auth["threadId"] = None
+            existing = WebsocketSession.get_by_id(auth["sessionId"])
+            address = ((environ.get("asgi.scope") or {}).get("client") or (None,))[0]
+            if existing is not None and (
+                sio.manager.is_connected(existing.socket_id, "/")
+                or _client_address(existing) != address
+            ):
+                auth["sessionId"] = str(uuid.uuid4())
+        return await chainlit_connect(sid, environ, auth)
+
+    connect.__wrapped_by_guard__ = True  # type: ignore[attr-defined]
+
+    async def client_message(sid: str, payload: Any) -> None:
+        session = WebsocketSession.get(sid)
+        if session is None:
+            return
+        cleaned, problem = clean_client_message(
+            payload, session.thread_id, security.max_message_chars
+        )
+        if cleaned is not None and await GUARD_STORE.step_thread(cleaned["message"]["id"]):
+            # Chainlit stores a message by upsert on its id: a reused id would overwrite
+            # another step, possibly in someone else's conversation.
+            cleaned, problem = None, MESSAGE_REFUSED
+        if problem is not None:
+            init_ws_context(session)
+            await cl.Message(content=problem).send()
+            return
+        await chainlit_message(sid, cleaned)
+
+    async def ignored(sid: str, *args: Any) -> None:
+        # Message editing is off in config.toml, but Chainlit's handler does not check.
+        return None
+
+    sio.on("connect", connect)
+    sio.on("client_message", client_message)
+    if not chainlit_config.features.edit_message:
+        sio.on("edit_message", ignored)
+
+
+_install_guard()
 
 
 # -- profiles, starters, settings -----------------------------------------------------------
@@ -262,7 +477,9 @@ def _handoff_action() -> cl.Action:
 async def _answer(question: str) -> None:
     support_bot = await bot()
     history = _history()
-    filters = render.filters_from_settings(cl.user_session.get("chat_settings"))
+    filters = render.filters_from_settings(
+        cl.user_session.get("chat_settings"), support_bot.systems()
+    )
     answer = await asyncio.to_thread(support_bot.answer, question, history, filters)
     rendered = render.render_answer(answer, profile=_profile())
     if notice := render.filter_notice(filters):
@@ -275,7 +492,9 @@ async def _answer(question: str) -> None:
 
 async def _draft(ticket: str, style: DraftStyle) -> None:
     support_bot = await bot()
-    filters = render.filters_from_settings(cl.user_session.get("chat_settings"))
+    filters = render.filters_from_settings(
+        cl.user_session.get("chat_settings"), support_bot.systems()
+    )
     draft = await asyncio.to_thread(support_bot.draft, ticket, style, filters)
     actions = [
         cl.Action(
@@ -332,15 +551,18 @@ def chat_command(host: str, port: int) -> list[str]:
 def chat_environment(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for the server process; raises :class:`ChatConfigError` if unusable.
 
-    The ``chat`` settings are passed as ``SUPPORTBOT_CHAT__*`` variables, so the server
+    The ``chat`` and ``security`` settings are passed as ``SUPPORTBOT_CHAT__*`` and
+    ``SUPPORTBOT_SECURITY__*`` variables, so the server
     runs in the mode these settings decide even if they were changed in memory.
     ``CHAINLIT_APP_ROOT`` points Chainlit at the repository (``.chainlit/config.toml``,
     ``public/``, ``chainlit.md``) whatever the current folder is.
     """
     env = dict(os.environ if base is None else base)
-    for name, value in settings.chat:
-        plain = value.get_secret_value() if isinstance(value, SecretStr) else value
-        env[f"SUPPORTBOT_CHAT__{name.upper()}"] = str(plain)
+    for section in ("chat", "security"):
+        for name, value in getattr(settings, section):
+            plain = value.get_secret_value() if isinstance(value, SecretStr) else value
+            shown = json.dumps(plain) if isinstance(plain, list) else str(plain)
+            env[f"SUPPORTBOT_{section.upper()}__{name.upper()}"] = shown
     env["CHAINLIT_APP_ROOT"] = str(REPO_ROOT)
     if agent_mode(settings) and not env.get("CHAINLIT_AUTH_SECRET"):
         raise ChatConfigError(

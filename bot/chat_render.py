@@ -382,11 +382,22 @@ def system_choices(systems: Sequence[str]) -> list[str]:
     return [ANY, *(s for s in systems if not s.casefold().startswith("all "))]
 
 
-def filters_from_settings(settings: Mapping[str, Any] | None) -> Filters | None:
-    """The chat-settings values as :class:`Filters` ("Any" or missing means no filter)."""
+def filters_from_settings(
+    settings: Mapping[str, Any] | None, systems: Sequence[str] | None = None
+) -> Filters | None:
+    """The chat-settings values as :class:`Filters` ("Any" or missing means no filter).
+
+    The values come back from the browser: one that is not among the choices offered
+    (``systems`` for the system filter) counts as "Any", so it is neither searched for
+    nor echoed in :func:`filter_notice`.
+    """
     settings = settings or {}
     severity = settings.get("severity") or ANY
     system = settings.get("system") or ANY
+    if severity not in SEVERITIES:
+        severity = ANY
+    if systems is not None and system not in system_choices(systems):
+        system = ANY
     filters = Filters(
         severity=() if severity == ANY else (str(severity),),
         system=() if system == ANY else (str(system),),
@@ -413,3 +424,9 @@ def rate_limit(times: Sequence[float], now: float, per_minute: int) -> tuple[flo
     if len(recent) >= per_minute:
         return 60 - (now - min(recent)), recent
     return 0.0, [*recent, now]
+
+
+def thread_name(text: str, limit: int) -> str:
+    """A conversation's name from its first message: one line, at most ``limit`` characters."""
+    name = " ".join(text.split())
+    return name if len(name) <= limit else name[: limit - 1].rstrip() + "…"

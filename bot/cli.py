@@ -374,6 +374,17 @@ def chat(
         raise _fail(str(exc)) from None
 
 
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A CSV cell a spreadsheet shows as text: formula-like text gets a leading quote."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
 @app.command()
 def feedback(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
@@ -392,7 +403,8 @@ def feedback(
         writer.writeheader()
         for row in rows:
             cited = "; ".join(str(c.get("code") or c.get("title")) for c in row["citations"] or [])
-            writer.writerow(utf8_safe_data({**row, "citations": cited}))
+            out = utf8_safe_data({**row, "citations": cited})
+            writer.writerow({k: spreadsheet_safe(v) for k, v in out.items()})
         return
     if as_json:
         typer.echo(json.dumps(utf8_safe_data(rows), ensure_ascii=False, default=str, indent=1))

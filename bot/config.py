@@ -228,6 +228,72 @@ class ChatSettings(BaseModel):
     )
 
 
+class SecuritySettings(BaseModel):
+    """Limits and checks that keep clients to their own data (see README "Security")."""
+
+    login_max_failures_per_user: int = Field(
+        default=5,
+        ge=1,
+        description="Failed logins for one user name within login_window_s before it is locked.",
+    )
+    login_max_failures_per_address: int = Field(
+        default=20,
+        ge=1,
+        description="Failed logins from one address within login_window_s before it is locked.",
+    )
+    login_window_s: int = Field(
+        default=900,
+        ge=1,
+        description="Seconds failed logins are counted for; a lockout ends when they age out.",
+    )
+    login_lifetime_s: int = Field(
+        default=28_800,
+        ge=60,
+        description="Seconds a login (its token and cookie) lasts; logout revokes it sooner.",
+    )
+    cookie_samesite: Literal["lax", "strict", "none"] = Field(
+        default="lax",
+        description=(
+            "SameSite of the login cookie (none needs HTTPS). The cookie is Secure whenever "
+            "the request came over HTTPS (directly or X-Forwarded-Proto from a trusted proxy)."
+        ),
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Other sites (scheme://host[:port]) that may call the merchant instance, i.e. the "
+            'pages embedding the widget, as JSON: ["https://shop.example"]. Never the agent '
+            "instance, which only accepts its own origin."
+        ),
+    )
+    max_body_bytes: int = Field(
+        default=65_536,
+        ge=1024,
+        description="Largest HTTP request body; larger ones are refused before being read.",
+    )
+    max_socket_message_bytes: int = Field(
+        default=65_536,
+        ge=1024,
+        description="Largest chat socket message (Socket.IO max_http_buffer_size).",
+    )
+    max_message_chars: int = Field(
+        default=8_000,
+        ge=100,
+        description="Longest question or ticket; longer ones are refused with a notice.",
+    )
+    max_comment_chars: int = Field(
+        default=2_000, ge=10, description="Longest feedback comment stored."
+    )
+    max_thread_name_chars: int = Field(
+        default=200, ge=10, description="Longest conversation name stored."
+    )
+    session_timeout_s: int = Field(
+        default=300,
+        ge=10,
+        description="Seconds a disconnected chat session is kept in memory for a reconnect.",
+    )
+
+
 class Settings(BaseSettings):
     """All supportbot settings, from the environment (prefix SUPPORTBOT_) and .env."""
 
@@ -247,6 +313,7 @@ class Settings(BaseSettings):
     answer: AnswerSettings = Field(default_factory=AnswerSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
 
 class SettingsError(ValueError):
