@@ -25,6 +25,7 @@ import hmac
 import json
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -137,7 +138,10 @@ if AGENT_MODE:
         user_ok = hmac.compare_digest(username.encode(), chat.agent_username.encode())
         secret = chat.agent_password.get_secret_value().encode()
         if user_ok & hmac.compare_digest(password.encode(), secret):
-            return cl.User(identifier=username, metadata={"role": "agent"})
+            # A per-login nonce: two logins in the same second would otherwise get the same
+            # token, and logging out of one (revoking it) would end the other.
+            login = secrets.token_hex(8)
+            return cl.User(identifier=username, metadata={"role": "agent", "login": login})
         return None
 
 

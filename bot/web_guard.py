@@ -445,12 +445,12 @@ class SecurityMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        status: list[int] = []
         https = scope.get("scheme") == "https"
 
         async def send_guarded(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status.append(message["status"])
+                # Booked before the client hears back, so its next attempt sees it.
+                await self._after(request, message["status"])
                 headers_out = [
                     (k, _secure_cookie(v, https, self.settings.cookie_samesite))
                     if k.lower() == b"set-cookie"
@@ -462,8 +462,10 @@ class SecurityMiddleware:
                 message = {**message, "headers": headers_out}
             await send(message)
 
+        if request.path.endswith("/logout") and request.method == "POST" and request.token:
+            # Revoked before Chainlit answers: once logged out, the token is dead.
+            await self._revoke(request.token)
         await self.app(scope, replay, send_guarded)
-        await self._after(request, status[0] if status else 500)
 
     # -- the checks --------------------------------------------------------------------
 
@@ -564,7 +566,7 @@ class SecurityMiddleware:
         return None
 
     async def _after(self, request: GuardRequest, status: int) -> None:
-        """Bookkeeping once the app answered: login failures and logouts."""
+        """Login bookkeeping once the app decided: failures counted, success clears them."""
         try:
             if request.path.endswith("/login") and request.method == "POST":
                 if not self.login_required:
@@ -574,10 +576,14 @@ class SecurityMiddleware:
                     await self.store.record_login_failure(keys, self.settings.login_window_s)
                 elif status == 200:
                     await self.store.clear_login_failures(keys)
-            elif request.path.endswith("/logout") and request.method == "POST" and request.token:
-                await self.store.revoke(request.token, time.time() + self.settings.login_lifetime_s)
         except Exception:
             log.exception("Login bookkeeping failed")
+
+    async def _revoke(self, token: str) -> None:
+        try:
+            await self.store.revoke(token, time.time() + self.settings.login_lifetime_s)
+        except Exception:
+            log.exception("Cannot revoke a token at logout")
 
     async def _reply(
         self,
