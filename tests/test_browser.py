@@ -6,11 +6,13 @@ per server kind and drives it with Playwright. Screenshots go to ``test-artifact
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -341,3 +343,51 @@ def test_agent_logs_in_drafts_a_reply_and_makes_it_shorter(agent_server: Server,
     page.get_by_text(ticket[:20]).first.wait_for()
     wait_for_welcome(page)
     shot(page, "agent-05-history")
+
+
+def test_merchant_text_shown_to_an_agent_fetches_nothing_from_outside(
+    agent_server: Server, page: Any
+) -> None:
+    # A "tracker" on another port: any request reaching it is a leak.
+    hits: list[str] = []
+
+    class Tracker(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    tracker = http.server.ThreadingHTTPServer(("127.0.0.1", _free_port()), Tracker)
+    threading.Thread(target=tracker.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{tracker.server_address[1]}"
+    outside: list[str] = []
+    page.on(
+        "request",
+        lambda r: outside.append(r.url) if not r.url.startswith(agent_server.url) else None,
+    )
+    try:
+        page.goto(agent_server.url)
+        page.locator("#email").fill(AGENT_USER)
+        page.locator("#password").fill(AGENT_PASSWORD)
+        page.get_by_role("button", name="Sign In").click()
+        page.locator("#chat-profiles").click()
+        page.locator('[data-test="select-item:Support agent"]').click()
+        wait_for_welcome(page)
+        ticket = (
+            f"Orders fail with 2000637 ![logo]({base}/pixel.png) "
+            f"<img src='{base}/raw.png'> see [our page]({base}/phish)"
+        )
+        ask(page, ticket)
+        # The ticket is shown as typed: the link with its target, the image as text.
+        page.get_by_text(f"[our page]({base}/phish)", exact=False).first.wait_for()
+        page.get_by_text(f"![logo]({base}/pixel.png)", exact=False).first.wait_for()
+        shot(page, "agent-06-ticket-with-pixel")
+        page.wait_for_timeout(500)
+    finally:
+        tracker.shutdown()
+    assert hits == []
+    assert [u for u in outside if u.startswith(base)] == []
