@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -178,12 +179,36 @@ async def _step_thread(step_id: object) -> str | None:
     return thread
 
 
+# Steps (runs, answers) each live session was sent, so a thumbs on one of them is checked
+# without waiting for the background write of the step. Weak keys: gone with the session.
+_ISSUED: weakref.WeakKeyDictionary[WebsocketSession, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _issue(*step_ids: str | None) -> None:
+    """Record steps sent to the current session as ones its client may rate."""
+    session = cl.context.session
+    if isinstance(session, WebsocketSession):
+        _ISSUED.setdefault(session, set()).update(i for i in step_ids if i)
+
+
+def _session_is_callers(session: WebsocketSession, request: GuardRequest) -> bool:
+    """Whether a live session is the caller's.
+
+    Agent instance: its user is the logged-in caller. Merchant instance (anonymous): it
+    was opened from the caller's address.
+    """
+    if AGENT_MODE:
+        user = _token_user(request.token)
+        return session.user is not None and user is not None and session.user.identifier == user
+    return _client_address(session) == request.client
+
+
 async def _owns_thread(request: GuardRequest, thread_id: str, session_id: object) -> bool:
     """Whether the caller may give feedback in this thread.
 
-    Agent instance: the thread is the logged-in user's. Merchant instance (anonymous):
-    the thread is that of a live session on this server, opened from the same address
-    (by the session named in the request, when it names one).
+    Agent instance: the thread is the logged-in user's. Merchant instance: the thread is
+    that of a live session on this server opened from the caller's address (the session
+    named in the request, when it names one).
     """
     if AGENT_MODE:
         user = _token_user(request.token)
@@ -195,27 +220,47 @@ async def _owns_thread(request: GuardRequest, thread_id: str, session_id: object
     else:
         candidates = list(ws_sessions_id.values())
     return any(
-        s is not None and s.thread_id == thread_id and _client_address(s) == request.client
+        s is not None and s.thread_id == thread_id and _session_is_callers(s, request)
         for s in candidates
     )
+
+
+async def _rateable_thread(
+    request: GuardRequest, step_id: object, session_id: object
+) -> str | None:
+    """The thread in which the caller may rate this step, or None."""
+    session = WebsocketSession.get_by_id(session_id) if isinstance(session_id, str) else None
+    if (
+        session is not None
+        and step_id in _ISSUED.get(session, ())
+        and _session_is_callers(session, request)
+    ):
+        return session.thread_id
+    # An older step (a resumed conversation): ask the database.
+    thread = await _step_thread(step_id)
+    if thread is None or not await _owns_thread(request, thread, session_id):
+        return None
+    return thread
 
 
 async def _authorize(request: GuardRequest) -> str | None:
     """Ownership checks Chainlit leaves out; a refusal sentence, or None to let it through."""
     body = request.json
+    if AGENT_MODE and _token_user(request.token) is None:
+        return None  # not logged in: Chainlit itself answers 401
     if request.path.endswith("/feedback"):
         if request.method == "PUT":
             feedback = body.get("feedback")
             if not isinstance(feedback, dict):
                 return None  # Chainlit refuses the malformed body itself (422)
-            thread = await _step_thread(feedback.get("forId"))
+            thread = await _rateable_thread(request, feedback.get("forId"), body.get("sessionId"))
             if thread is None or feedback.get("threadId") not in (None, thread):
                 return NOT_YOURS
             if feedback.get("id") is not None:
                 # Updating by id: only a feedback on this same thread.
                 if await GUARD_STORE.feedback_thread(str(feedback["id"])) != thread:
                     return NOT_YOURS
-            return None if await _owns_thread(request, thread, body.get("sessionId")) else NOT_YOURS
+            return None
         if request.method == "DELETE":
             feedback_id = body.get("feedbackId")
             thread = (
@@ -228,13 +273,7 @@ async def _authorize(request: GuardRequest) -> str | None:
         return None
     if request.path.endswith("/project/action") and request.method == "POST":
         session = WebsocketSession.get_by_id(str(body.get("sessionId")))
-        if session is None:
-            return NOT_YOURS
-        if AGENT_MODE:
-            user = _token_user(request.token)
-            if session.user is None or session.user.identifier != user:
-                return NOT_YOURS
-        elif _client_address(session) != request.client:
+        if session is None or not _session_is_callers(session, request):
             return NOT_YOURS
     return None
 
@@ -268,9 +307,9 @@ def _install_guard() -> None:
             settings=security,
             store=GUARD_STORE,
             login_required=AGENT_MODE,
-            uploads_enabled=bool(chainlit_config.features.spontaneous_file_upload.enabled)
-            if chainlit_config.features.spontaneous_file_upload
-            else False,
+            uploads_enabled=bool(
+                getattr(chainlit_config.features.spontaneous_file_upload, "enabled", False)
+            ),
             authorize=_authorize,
         )
     handlers = sio.handlers.get("/", {})
@@ -435,6 +474,7 @@ async def _stream(rendered: render.RenderedMessage, actions: list[cl.Action]) ->
         if pause and n < len(chunks) - 1:
             await asyncio.sleep(pause)
     await msg.send()
+    _issue(msg.id)
     return msg
 
 
@@ -466,6 +506,8 @@ async def _guarded(work: Callable[[], Awaitable[None]]) -> None:
 
 @cl.on_message
 async def _on_message(message: cl.Message) -> None:
+    # The run step wrapping this call carries the thumbs in Chainlit 2.
+    _issue(cl.context.current_step.id if cl.context.current_step else None)
     if _profile() == render.AGENT:
         await _guarded(lambda: _draft(message.content, "default"))
     else:
@@ -521,7 +563,8 @@ async def _draft(ticket: str, style: DraftStyle) -> None:
 async def _on_handoff(action: cl.Action) -> None:
     async def send_contacts() -> None:
         rendered = render.render_contacts((await bot()).support_contacts())
-        await cl.Message(content=rendered.content, metadata=rendered.metadata).send()
+        sent = await cl.Message(content=rendered.content, metadata=rendered.metadata).send()
+        _issue(sent.id, cl.context.current_step.id if cl.context.current_step else None)
 
     await _guarded(send_contacts)
 

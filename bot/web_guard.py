@@ -89,6 +89,8 @@ OTHER_SITE = "Requests from other sites are not accepted."
 LOGGED_OUT = "This login has ended. Please log in again."
 NOT_YOURS = "That is not part of your conversation."
 BAD_REQUEST = "The request could not be read."
+SERVER_FAILED = "Something went wrong on our side. Please try again in a moment."
+SERVER_FAILED_BODY = json.dumps({"detail": SERVER_FAILED}).encode()
 MESSAGE_REFUSED = "That message could not be sent. Please reload the page and try again."
 
 
@@ -447,10 +449,27 @@ class SecurityMiddleware:
 
         https = scope.get("scheme") == "https"
 
+        failed = False
+
         async def send_guarded(message: Message) -> None:
+            nonlocal failed
+            if failed:
+                # The failure's own body (Chainlit puts exception text in some) is dropped.
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    await send({"type": "http.response.body", "body": SERVER_FAILED_BODY})
+                return
             if message["type"] == "http.response.start":
                 # Booked before the client hears back, so its next attempt sees it.
                 await self._after(request, message["status"])
+                if message["status"] >= 500:
+                    failed = True
+                    message = {
+                        **message,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(SERVER_FAILED_BODY)).encode()),
+                        ],
+                    }
                 headers_out = [
                     (k, _secure_cookie(v, https, self.settings.cookie_samesite))
                     if k.lower() == b"set-cookie"

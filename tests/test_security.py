@@ -362,6 +362,11 @@ async def _agent_feedback_case(url: str, token: str) -> None:
             http.request("DELETE", "/feedback", json=delete, cookies={"access_token": mallory})
         ).status_code == 403
         assert http.request("DELETE", "/feedback", json=delete, cookies=own).status_code == 200
+        # Renaming one's own conversation: within the name limit only.
+        rename = {"threadId": reply["thread_id"], "name": "n" * 201}
+        assert http.put("/project/thread", json=rename, cookies=own).status_code == 413
+        rename["name"] = "VAT question"
+        assert http.put("/project/thread", json=rename, cookies=own).status_code == 200
 
 
 def test_feedback_on_the_agent_instance_only_on_ones_own_threads(
@@ -764,3 +769,30 @@ def test_csv_export_neutralises_formulas(merchant: ChatServer) -> None:
     assert "'=1+1" in cells
     assert '\'=HYPERLINK("http://evil/")' in cells
     assert not any(c.startswith(("=", "+", "@")) for c in cells)
+
+
+# -- the middleware on its own ---------------------------------------------------------------
+
+
+async def test_server_failures_reach_clients_as_a_plain_sentence(tmp_path: Path) -> None:
+    from bot.config import SecuritySettings
+    from bot.web_guard import SERVER_FAILED, GuardStore, SecurityMiddleware
+
+    async def failing_app(scope: dict, receive: Any, send: Any) -> None:
+        # As Chainlit's PUT /feedback does: HTTPException(detail=str(e), status_code=500).
+        body = json.dumps({"detail": "KeyError: 'createdAt' at /srv/app/secret.py:12"}).encode()
+        await send({"type": "http.response.start", "status": 500, "headers": []})
+        await send({"type": "http.response.body", "body": body[:20], "more_body": True})
+        await send({"type": "http.response.body", "body": body[20:]})
+
+    store = GuardStore(f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}")
+    await store.create_schema()
+    guarded = SecurityMiddleware(failing_app, SecuritySettings(), store, login_required=False)
+    transport = httpx.ASGITransport(app=guarded)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        response = await http.put("/feedback", content=b"{}")
+    await store.close()
+    assert response.status_code == 500
+    assert response.json() == {"detail": SERVER_FAILED}
+    assert "createdAt" not in response.text
+    assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
