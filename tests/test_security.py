@@ -246,6 +246,11 @@ class Tab:
         }
 
 
+def _cookie(token: str, name: str = "access_token") -> dict[str, str]:
+    """The login cookie as a header (httpx deprecates per-request cookie jars)."""
+    return {"Cookie": f"{name}={token}"}
+
+
 def _run(coro: Any) -> Any:
     return asyncio.run(coro)
 
@@ -290,11 +295,11 @@ def test_logout_revokes_the_token_everywhere(agent: ChatServer) -> None:
         assert http.post("/logout").status_code == 200
         http.cookies.clear()
         # The same token, however it is presented, is dead.
-        assert http.get("/user", cookies={"access_token": token}).status_code == 401
+        assert http.get("/user", headers=_cookie(token)).status_code == 401
         assert http.get("/user", headers={"Authorization": f"Bearer {token}"}).status_code == 401
-        assert http.get("/user", cookies={"access_token_0": token}).status_code == 401
+        assert http.get("/user", headers=_cookie(token, "access_token_0")).status_code == 401
         threads = {"pagination": {"first": 20, "cursor": None}, "filter": {}}
-        refused = http.post("/project/threads", json=threads, cookies={"access_token": token})
+        refused = http.post("/project/threads", json=threads, headers=_cookie(token))
         assert refused.status_code == 401
         assert refused.json()["detail"] == "This login has ended. Please log in again."
     with pytest.raises(SocketRefused):
@@ -337,7 +342,6 @@ async def _agent_feedback_case(url: str, token: str) -> None:
         reply = await tab.ask(QUESTION)
     assert reply["run_id"], reply["events"]
     feedback = {"forId": reply["run_id"], "threadId": reply["thread_id"], "value": 0}
-    own = {"access_token": token}
     # Another account (here: a token for another user, as SSO would issue) may not touch it.
     mallory = jwt.encode(
         {"identifier": "mallory", "metadata": {}, "exp": time.time() + 600, "iat": time.time()},
@@ -346,27 +350,27 @@ async def _agent_feedback_case(url: str, token: str) -> None:
     )
     with httpx.Client(base_url=url, timeout=30) as http:
         body = {"feedback": feedback, "sessionId": str(uuid.uuid4())}
-        stranger = http.put("/feedback", json=body, cookies={"access_token": mallory})
+        stranger = http.put("/feedback", json=body, headers=_cookie(mallory))
         assert stranger.status_code == 403
         assert stranger.json()["detail"] == NOT_YOURS
-        mine = http.put("/feedback", json=body, cookies=own)
+        mine = http.put("/feedback", json=body, headers=_cookie(token))
         assert mine.status_code == 200
         feedback_id = mine.json()["feedbackId"]
         overwrite = {"feedback": {**feedback, "id": feedback_id, "value": 1}, "sessionId": "x"}
-        assert (
-            http.put("/feedback", json=overwrite, cookies={"access_token": mallory}).status_code
-            == 403
-        )
+        assert http.put("/feedback", json=overwrite, headers=_cookie(mallory)).status_code == 403
         delete = {"feedbackId": feedback_id}
         assert (
-            http.request("DELETE", "/feedback", json=delete, cookies={"access_token": mallory})
+            http.request("DELETE", "/feedback", json=delete, headers=_cookie(mallory))
         ).status_code == 403
-        assert http.request("DELETE", "/feedback", json=delete, cookies=own).status_code == 200
+        assert (
+            http.request("DELETE", "/feedback", json=delete, headers=_cookie(token)).status_code
+            == 200
+        )
         # Renaming one's own conversation: within the name limit only.
         rename = {"threadId": reply["thread_id"], "name": "n" * 201}
-        assert http.put("/project/thread", json=rename, cookies=own).status_code == 413
+        assert http.put("/project/thread", json=rename, headers=_cookie(token)).status_code == 413
         rename["name"] = "VAT question"
-        assert http.put("/project/thread", json=rename, cookies=own).status_code == 200
+        assert http.put("/project/thread", json=rename, headers=_cookie(token)).status_code == 200
 
 
 def test_feedback_on_the_agent_instance_only_on_ones_own_threads(
@@ -407,7 +411,7 @@ def test_login_is_locked_per_user_and_per_address_across_the_database(
     assert {"user:agent", "addr:203.0.113.7", "addr:192.0.2.99"} <= keys
     # A login taken before the lockout still works (the lock stops guessing, not agents).
     with httpx.Client(base_url=agent.url, timeout=20) as http:
-        assert http.get("/user", cookies={"access_token": agent_token}).status_code == 200
+        assert http.get("/user", headers=_cookie(agent_token)).status_code == 200
 
 
 # -- 2. sizes -----------------------------------------------------------------------------------
