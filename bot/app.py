@@ -356,12 +356,19 @@ def _install_guard() -> None:
             return
         await chainlit_message(sid, cleaned)
 
+    chainlit_settings_change = handlers["chat_settings_change"]
+
+    async def chat_settings_change(sid: str, settings: Any) -> None:
+        offered = render.offered_settings(settings, (await bot()).systems())
+        await chainlit_settings_change(sid, offered)
+
     async def ignored(sid: str, *args: Any) -> None:
         # Message editing is off in config.toml, but Chainlit's handler does not check.
         return None
 
     sio.on("connect", connect)
     sio.on("client_message", client_message)
+    sio.on("chat_settings_change", chat_settings_change)
     if not chainlit_config.features.edit_message:
         sio.on("edit_message", ignored)
 

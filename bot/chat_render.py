@@ -405,6 +405,18 @@ def filters_from_settings(
     return None if filters.is_empty() else filters
 
 
+def offered_settings(settings: Any, systems: Sequence[str]) -> dict[str, str]:
+    """The chat-settings values a client sent, keeping only the filters offered.
+
+    Chainlit merges whatever a client sends into the session (kept in memory, stored
+    with the thread); anything but a severity or system among the choices is dropped.
+    """
+    if not isinstance(settings, Mapping):
+        return {}
+    offered = {"severity": severity_choices(), "system": system_choices(systems)}
+    return {k: v for k, v in settings.items() if k in offered and v in offered[k]}
+
+
 def filter_notice(filters: Filters | None) -> str:
     """A short line saying which filters are on (empty when none)."""
     if filters is None:

@@ -85,6 +85,7 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 # What a client is told; plain sentences, never an exception's text.
 TOO_LARGE = "The request is too large."
 UPLOADS_OFF = "File uploads are not accepted here."
+NOT_OFFERED = "This is not offered here."
 OTHER_SITE = "Requests from other sites are not accepted."
 LOGGED_OUT = "This login has ended. Please log in again."
 NOT_YOURS = "That is not part of your conversation."
@@ -348,6 +349,18 @@ def same_origin(origin: str, scope: Scope, headers: dict[str, str]) -> bool:
     return any(host and origin == f"{scheme}://{host}".lower() for host in hosts)
 
 
+def _unused_route(method: str, path: str) -> bool:
+    """Chainlit routes this app never uses, and which would widen what a client can do.
+
+    ``/auth/jwt`` trades any valid token for a fresh one (a login would never expire);
+    ``/project/element`` writes custom elements by id into any live session; ``/mcp``
+    connects tool servers.
+    """
+    if path.endswith("/auth/jwt") or "/mcp" in path:
+        return True
+    return path.endswith("/project/element") and method in ("PUT", "DELETE")
+
+
 async def _form_field(scope: Scope, body: bytes, name: str) -> str:
     """One field of a form body (urlencoded or multipart, as the login page sends it)."""
 
@@ -501,6 +514,8 @@ class SecurityMiddleware:
             return 403, OTHER_SITE
         if path.endswith("/project/file") and not self.uploads_enabled:
             return 403, UPLOADS_OFF
+        if _unused_route(scope.get("method", ""), path):
+            return 403, NOT_OFFERED
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.settings.max_body_bytes:
             return 413, TOO_LARGE

@@ -31,12 +31,13 @@ import jwt
 import pytest
 from socketio.exceptions import ConnectionError as SocketRefused
 
-from bot.chat_render import filters_from_settings
+from bot.chat_render import filters_from_settings, offered_settings
 from bot.cli import spreadsheet_safe
 from bot.persistence import fetch_abstentions, gap_report
 from bot.web_guard import (
     CONTENT_SECURITY_POLICY,
     MESSAGE_REFUSED,
+    NOT_OFFERED,
     NOT_YOURS,
     OTHER_SITE,
     TOO_LARGE,
@@ -196,6 +197,8 @@ class Tab:
     async def __aexit__(self, *exc: object) -> None:
         try:
             await asyncio.wait_for(self.sio.disconnect(), 5)
+        except TimeoutError:
+            pass  # closing the HTTP session below drops the websocket anyway
         finally:
             await self.http.close()
 
@@ -304,6 +307,12 @@ def test_logout_revokes_the_token_everywhere(agent: ChatServer) -> None:
         assert refused.json()["detail"] == "This login has ended. Please log in again."
     with pytest.raises(SocketRefused):
         _run(Tab(agent.url, cookies={"access_token": token}).__aenter__())
+    # Nor can a live token be traded for a fresh one (a login that never expires).
+    live = _login(agent.url).cookies["access_token"]
+    with httpx.Client(base_url=agent.url, timeout=20) as http:
+        traded = http.post("/auth/jwt", headers={"Authorization": f"Bearer {live}"})
+        assert (traded.status_code, traded.json()["detail"]) == (403, NOT_OFFERED)
+        assert "access_token" not in traded.cookies
     # Stored as a hash, in the database every replica reads.
     digests = {r[0] for r in _rows(agent.db_path, "SELECT digest FROM revoked_tokens")}
     assert token not in digests
@@ -604,6 +613,11 @@ def test_client_chosen_thread_and_session_ids_are_not_honoured(merchant: ChatSer
     assert "intruder" not in name
 
 
+async def _ask_and_leave(url: str) -> None:
+    async with Tab(url) as tab:
+        await tab.ask(QUESTION)
+
+
 async def _posing_case(url: str, existing_step: str) -> tuple[dict, dict, list]:
     async with Tab(url) as tab:
         posed = await tab.ask(
@@ -628,10 +642,10 @@ async def _posing_case(url: str, existing_step: str) -> tuple[dict, dict, list]:
 def test_client_messages_cannot_pose_as_answers_or_break_with_raw_errors(
     merchant: ChatServer,
 ) -> None:
-    answer = _rows(
+    _run(_ask_and_leave(merchant.url))
+    answer = _stored_rows(
         merchant.db_path, "SELECT id, output FROM steps WHERE type = 'assistant_message' LIMIT 1"
     )
-    assert answer, "an earlier test leaves answers in the database"
     answer_id, answer_text = answer[0]
     posed, reused, malformed = _run(_posing_case(merchant.url, answer_id))
 
@@ -663,7 +677,11 @@ async def _bogus_filter(url: str) -> dict:
     async with Tab(url) as tab:
         await tab.sio.emit(
             "chat_settings_change",
-            {"system": "![x](http://tracker.example/p.png) <b>x</b>", "severity": "Error"},
+            {
+                "system": "![x](http://tracker.example/p.png) <b>x</b>",
+                "severity": "Error",
+                "junk": "j" * 50_000,
+            },
         )
         return await tab.ask(QUESTION)
 
@@ -675,6 +693,20 @@ def test_a_bogus_filter_value_is_neither_used_nor_echoed(merchant: ChatServer) -
     assert "<b>" not in text
     assert "severity Error" in text  # the valid one is kept
     assert filters_from_settings({"system": "Nope"}, ["Fortnox"]) is None
+    # Settings the app does not offer are not kept (in memory, then with the thread).
+    sent = {"severity": "Error", "system": "<b>", "junk": "j" * 50_000, "other": ["x"]}
+    assert offered_settings(sent, ["Fortnox"]) == {"severity": "Error"}
+    assert offered_settings({"system": "Fortnox"}, ["Fortnox"]) == {"system": "Fortnox"}
+    assert offered_settings("not a dict", ["Fortnox"]) == {}
+
+
+def test_routes_the_app_does_not_use_are_closed(merchant: ChatServer) -> None:
+    with httpx.Client(base_url=merchant.url, timeout=20) as http:
+        element = {"element": {"type": "custom", "id": str(uuid.uuid4())}, "sessionId": "x"}
+        for method in ("PUT", "DELETE"):
+            r = http.request(method, "/project/element", json=element)
+            assert (r.status_code, r.json()["detail"]) == (403, NOT_OFFERED)
+        assert http.post("/mcp", json={}).status_code == 403
 
 
 async def _session_after_timeout(url: str) -> tuple[int, int]:
