@@ -599,15 +599,17 @@ def test_client_chosen_thread_and_session_ids_are_not_honoured(merchant: ChatSer
     thread = asked["thread_id"]
     assert into_thread["thread_id"] != thread
     assert into_session["thread_id"] != thread
-    _stored_rows(merchant.db_path, "SELECT 1 FROM steps WHERE output = 'intruder two'")
-    # The intruders' messages are stored (elsewhere) before Alice's thread is checked.
+    # Everyone's messages are stored (steps are written in background tasks) before
+    # Alice's thread is checked: the intruders' elsewhere, hers in her thread.
     for text in ("intruder one", "intruder two"):
         assert _stored_rows(merchant.db_path, "SELECT 1 FROM steps WHERE output = ?", text)
+    for text in (QUESTION, "what is error 2000637"):
+        mine = 'SELECT 1 FROM steps WHERE "threadId" = ? AND output = ?'
+        assert _stored_rows(merchant.db_path, mine, thread, text), text
     outputs = [
         r[0]
         for r in _rows(merchant.db_path, 'SELECT output FROM steps WHERE "threadId" = ?', thread)
     ]
-    assert QUESTION in outputs
     assert not any("intruder" in str(o) for o in outputs)
     name = _rows(merchant.db_path, "SELECT name FROM threads WHERE id = ?", thread)[0][0]
     assert "intruder" not in name
