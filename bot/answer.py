@@ -135,12 +135,97 @@ def support_contacts(entries: Sequence[Entry], settings: AnswerSettings) -> str:
     return f"Email: {settings.support_email}"
 
 
-def abstain_text(entries: Sequence[Entry], settings: AnswerSettings) -> str:
-    """The honest "not in the knowledge base" answer with the route to a human."""
-    return (
-        "I could not find this in the Junipeer knowledge base, so I won't guess.\n\n"
-        "Please contact Junipeer support:\n\n" + support_contacts(entries, settings)
+def abstain_text(
+    entries: Sequence[Entry],
+    settings: AnswerSettings,
+    question: str = "",
+    uncovered: Sequence[str] = (),
+    related: Sequence[Entry] = (),
+) -> str:
+    """The honest "not in the knowledge base" answer with the route to a human.
+
+    Names what was asked and not found, and the question's words the knowledge base
+    never uses; with ``related`` entries (outcome "suggest") lists them to open.
+    """
+    topic = asked_topic(question)
+    lines = [
+        f"I have no information on {topic} in the Junipeer knowledge base, so I won't guess."
+        if topic
+        else "I could not find this in the Junipeer knowledge base, so I won't guess."
+    ]
+    if uncovered:
+        names = " or ".join(f'"{w}"' for w in uncovered[:3])
+        lines[0] += f" It never mentions {names}."
+    if related:
+        lines.append("The closest entries, in case one of them helps:")
+        lines.append("\n".join(f"- {format_citation(e)}" for e in related))
+        lines.append("If none of them does, please contact Junipeer support:")
+    else:
+        lines.append("Please contact Junipeer support:")
+    lines.append(support_contacts(entries, settings))
+    return "\n\n".join(lines)
+
+
+# "How do I cancel my subscription?" → an action ("cancelling your subscription");
+# "what is the SLA?" → a thing ("the SLA").
+_ACTION_LEAD = re.compile(
+    r"^(?:(?:how|where|when)\s+(?:do|can|could|should|would|shall)\s+(?:i|we|you|one)"
+    r"|(?:can|could|may|should)\s+(?:i|we)|how\s+to|is\s+it\s+possible\s+to"
+    r"|(?:i|we)\s+(?:want|need|would\s+like)\s+to)\s+(?P<rest>.+)$",
+    re.IGNORECASE,
+)
+_THING_LEAD = re.compile(
+    r"^(?:what|which|who|where)\s+(?:is|are|was|were)\s+(?P<rest>.+)$"
+    r"|^(?:do|does)\s+(?:you|junipeer)\s+(?:have|offer|support|provide)\s+(?P<rest2>.+)$",
+    re.IGNORECASE,
+)
+_GREETING = re.compile(r"^(?:hi|hello|hey|hej|thanks|ok|okay)\b[\s,!.:]*", re.IGNORECASE)
+_PRONOUNS = {"my": "your", "our": "your", "i": "you", "we": "you", "me": "you", "us": "you"}
+_VOWELS = "aeiou"
+
+
+def _gerund(verb: str) -> str:
+    """The -ing form of a regular English verb ("cancel" → "cancelling", "make" → "making")."""
+    v = verb.casefold()
+    if v.endswith("ie"):
+        return verb[:-2] + "ying"
+    if v.endswith("e") and not v.endswith(("ee", "ye", "oe")) and len(v) > 2:
+        return verb[:-1] + "ing"
+    short_cvc = (
+        len(v) >= 3
+        and v[-1] not in _VOWELS + "wxy"
+        and v[-2] in _VOWELS
+        and v[-3] not in _VOWELS
+        and (len(v) <= 4 or v.endswith("l"))
     )
+    return verb + verb[-1] + "ing" if short_cvc else verb + "ing"
+
+
+def asked_topic(question: str) -> str:
+    """What a question asks about, as a phrase for "I have no information on …".
+
+    Returns "" when the question is not phrased in a way this can tell (then the
+    reply does not pretend to know).
+    """
+    first = re.split(r"(?<=[?!.])\s", " ".join(question.split()), maxsplit=1)[0]
+    text = _GREETING.sub("", first).strip().rstrip("?!. ")
+    if not text or len(text) > 120:
+        return ""
+    action = _ACTION_LEAD.match(text)
+    if action:
+        verb, _, rest = action.group("rest").partition(" ")
+        words = [_gerund(verb), *rest.split()]
+    else:
+        thing = _THING_LEAD.match(text)
+        if not thing:
+            return ""
+        words = (thing.group("rest") or thing.group("rest2")).split()
+    words = [_PRONOUNS.get(w.casefold(), w) for w in words]
+    return " ".join(words) if words and all(_is_wordish(w) for w in words) else ""
+
+
+def _is_wordish(word: str) -> bool:
+    return bool(re.fullmatch(r"[\w'’&./+-]+", word))
 
 
 # -- answering -----------------------------------------------------------------
@@ -191,7 +276,9 @@ def retrieve_for(
         by_id = retriever.index.by_id
         context = " ".join([previous, *(heading_text(by_id[i]) for i in cited if i in by_id)])
     contextual = retriever.retrieve(question, k=k, filters=filters, prefer=cited, context=context)
-    return result if contextual.abstained else contextual
+    if contextual.abstained and not (result.outcome == "none" and contextual.outcome == "suggest"):
+        return result
+    return contextual
 
 
 def echo_text(text: str, settings: Settings) -> str:
@@ -244,8 +331,16 @@ def answer_question(
     result = retrieve_for(cleaned, retriever, history, filters, k)
     entries = retriever.entries
     if result.abstained:
-        log.debug("Abstained on %r: %s", cleaned[:80], result.reason)
-        return Answer(question, abstain_text(entries, settings.answer), (), True, notices)
+        log.debug("%s on %r: %s", result.outcome, cleaned[:80], result.reason)
+        related = tuple(Citation(h.entry, h.score) for h in result.related)
+        text = abstain_text(
+            entries,
+            settings.answer,
+            cleaned,
+            result.uncovered,
+            [c.entry for c in related],
+        )
+        return Answer(question, text, (), True, notices, related, result.outcome)
     cited = [h.entry for h in result.hits]
     citations = tuple(Citation(h.entry, h.score) for h in result.hits)
     text = format_answer(cited, settings.answer.max_answer_tokens, settings.index.encoding)
@@ -289,7 +384,9 @@ def draft_reply(
             "with the task ID or reference number from the Tasks or Logs page."
         )
         reply = f"{greeting}\n\n{thanks}\n\n{body}\n\n{closing}\nJunipeer Support"
-        return Draft(ticket, reply, (), True, notices)
+        # Not sent to the merchant: entries the agent may check before writing their own.
+        related = tuple(Citation(h.entry, h.score) for h in result.related)
+        return Draft(ticket, reply, (), True, notices, related, result.outcome)
 
     entry = result.hits[0].entry
     lines = [greeting, "", thanks]

@@ -12,6 +12,9 @@ from typing import Any, Literal
 from ingest.entries import Entry
 
 Role = Literal["user", "assistant"]
+# answer: the knowledge base answers it; suggest: it may not, the closest entries are
+# offered; none: nothing related. Only "answer" cites entries as the answer.
+Outcome = Literal["answer", "suggest", "none"]
 DraftStyle = Literal["default", "shorter", "formal"]
 
 
@@ -59,9 +62,20 @@ class Citation:
         }
 
 
+def _outcome_of(abstained: bool, related: tuple[Citation, ...]) -> Outcome:
+    if not abstained:
+        return "answer"
+    return "suggest" if related else "none"
+
+
 @dataclass(frozen=True)
 class Answer:
-    """What the bot says, what it cites, and whether it abstained."""
+    """What the bot says, what it cites, and whether it abstained.
+
+    ``outcome`` is "answer", "suggest" or "none" (``abstained`` is true for the last two);
+    ``related`` are the entries suggested when the knowledge base may not cover the
+    question, for the user to open.
+    """
 
     question: str
     text: str
@@ -69,13 +83,21 @@ class Answer:
     abstained: bool = False
     # Short user-facing remarks, e.g. that an over-long question was truncated.
     notices: tuple[str, ...] = field(default=())
+    related: tuple[Citation, ...] = ()
+    outcome: Outcome | None = None
+
+    def __post_init__(self) -> None:
+        if self.outcome is None:
+            object.__setattr__(self, "outcome", _outcome_of(self.abstained, self.related))
 
     def to_json(self) -> dict[str, Any]:
         """The stable ``ask --json`` object."""
         return {
             "question": self.question,
             "answer": self.text,
+            "outcome": self.outcome,
             "citations": [c.to_json() for c in self.citations],
+            "related": [c.to_json() for c in self.related],
             "abstained": self.abstained,
         }
 
@@ -89,13 +111,22 @@ class Draft:
     citations: tuple[Citation, ...] = ()
     abstained: bool = False
     notices: tuple[str, ...] = field(default=())
+    # Entries the agent may check when the ticket is not answered (outcome "suggest").
+    related: tuple[Citation, ...] = ()
+    outcome: Outcome | None = None
+
+    def __post_init__(self) -> None:
+        if self.outcome is None:
+            object.__setattr__(self, "outcome", _outcome_of(self.abstained, self.related))
 
     def to_json(self) -> dict[str, Any]:
         """JSON form used by ``supportbot draft --json``."""
         return {
             "ticket": self.ticket,
             "reply": self.reply,
+            "outcome": self.outcome,
             "citations": [c.to_json() for c in self.citations],
+            "related": [c.to_json() for c in self.related],
             "abstained": self.abstained,
             "notices": list(self.notices),
         }

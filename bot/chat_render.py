@@ -258,7 +258,9 @@ def render_answer(answer: Answer, profile: str = MERCHANT) -> RenderedMessage:
     Sources the text does not name get a "Sources:" line, so every citation can
     be opened.
     """
-    elements = source_elements(answer.citations)
+    # Suggested entries (outcome "suggest") open like sources, so a real question whose
+    # entry was not confidently found is still one click from it.
+    elements = source_elements((*answer.citations, *answer.related))
     text, unnamed = link_sources(hard_line_breaks(neutralize_html(answer.text)), elements)
     parts = [notices_markdown(answer.notices), text]
     parts.append(sources_line([e for e in elements if e.name in unnamed]))
@@ -266,7 +268,9 @@ def render_answer(answer: Answer, profile: str = MERCHANT) -> RenderedMessage:
         "kind": "answer",
         "profile": profile,
         "question": answer.question,
+        "outcome": answer.outcome,
         "citations": [citation_record(c) for c in answer.citations],
+        "related": [citation_record(c) for c in answer.related],
         "abstained": answer.abstained,
     }
     return RenderedMessage("\n\n".join(p for p in parts if p), elements, metadata)
@@ -276,10 +280,16 @@ def render_draft(draft: Draft, style: str = "default") -> RenderedMessage:
     """An agent draft: the reply in a copyable code block, then the entries it cites."""
     # The reply quotes entry labels; suffixed names leave its code block untouched.
     elements = source_elements(draft.citations, suffix=DRAFT_SOURCE_SUFFIX)
+    related = source_elements(draft.related, suffix=DRAFT_SOURCE_SUFFIX)
     label = STYLE_LABELS.get(style, style)
     title = f"**Draft reply{f' ({label})' if label else ''}** — copy it with the button:"
     parts = [notices_markdown(draft.notices), title, code_block(draft.reply)]
-    if draft.abstained:
+    if draft.abstained and related:
+        parts.append(
+            "*No knowledge-base entry answers this ticket with confidence. Closest entries, to "
+            "check before replying or escalating:* " + " · ".join(e.name for e in related)
+        )
+    elif draft.abstained:
         parts.append(
             "*No knowledge-base entry matches this ticket: check it yourself or escalate.*"
         )
@@ -290,10 +300,12 @@ def render_draft(draft: Draft, style: str = "default") -> RenderedMessage:
         "profile": AGENT,
         "style": style,
         "question": draft.ticket,
+        "outcome": draft.outcome,
         "citations": [citation_record(c) for c in draft.citations],
+        "related": [citation_record(c) for c in draft.related],
         "abstained": draft.abstained,
     }
-    return RenderedMessage("\n\n".join(p for p in parts if p), elements, metadata)
+    return RenderedMessage("\n\n".join(p for p in parts if p), (*elements, *related), metadata)
 
 
 def render_contacts(contacts_markdown: str) -> RenderedMessage:

@@ -149,9 +149,11 @@ def _print_answer(answer: Answer) -> None:
     for notice in answer.notices:
         console.print(f"[yellow]{escape(notice)}[/yellow]")
     out.print(answer.text, markup=False, highlight=False)
-    if answer.citations:
-        out.print("\nCitations:", markup=False)
-        for c in answer.citations:
+    for title, citations in (("Citations", answer.citations), ("Suggestions", answer.related)):
+        if not citations:
+            continue
+        out.print(f"\n{title}:", markup=False)
+        for c in citations:
             e = c.entry
             out.print(
                 f"  - {e.label} ({e.kind}, {e.source}:{e.line}, score {c.score:.3f})",
@@ -285,6 +287,10 @@ def draft(
         out.print(f"  - {c.entry.label} ({c.entry.source}:{c.entry.line})", markup=False)
     if not result.citations:
         out.print("  (none: no entry matched; the reply hands over to a specialist)", markup=False)
+    if result.related:
+        out.print("\nClosest entries (not answered from; check before replying):", markup=False)
+        for c in result.related:
+            out.print(f"  - {c.entry.label} ({c.entry.source}:{c.entry.line})", markup=False)
 
 
 @app.command("eval")

@@ -124,9 +124,30 @@ class RetrievalSettings(BaseModel):
     min_confidence: float = Field(
         default=0.8,
         description=(
-            "Abstain below this confidence = dense similarity + bm25_weight x saturated BM25 "
-            "+ known_weight x share of question words the knowledge base knows."
+            "Answer at or above this confidence = dense similarity + bm25_weight x saturated "
+            "BM25 + known_weight x share of question words the knowledge base knows; below "
+            "it, suggest the closest entries instead."
         ),
+    )
+    suggest_min_confidence: float = Field(
+        default=0.6,
+        description=(
+            "Below this confidence nothing is related: no suggestions, only the route to a "
+            "human. Between it and min_confidence the closest entries are suggested."
+        ),
+    )
+    uncovered_min_confidence: float = Field(
+        default=1.0,
+        description=(
+            "Confidence a question needs to be answered when it has words the knowledge base "
+            "never uses (a near miss such as cancelling a subscription); below, it is suggest."
+        ),
+    )
+    suggestions: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Entries offered when the outcome is suggest (at most top_k).",
     )
     known_weight: float = Field(
         default=0.3, ge=0, description="Weight of the known-words share in the confidence."

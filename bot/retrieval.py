@@ -5,7 +5,13 @@ Order of work, cheapest and most certain first:
    messages with concrete values where the document has placeholders), because
    neither keyword nor vector search is reliable on identifiers;
 2. hybrid search: BM25 and dense (MiniLM) rankings fused per entry;
-3. abstention from combined signals when no exact lookup fired.
+3. one of three outcomes when no exact lookup fired: *answer* (confident), *suggest*
+   (the knowledge base may not cover it: the closest entries are offered, not
+   answered from) or *none* (nothing related).
+
+The maintainers' synonyms (``corpus/synonyms.txt``) widen both the exact lookups
+and the search; pasted messages are matched despite typos, but a real English
+word is never "corrected" into a knowledge-base word.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Literal
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
@@ -23,7 +30,10 @@ from bot.config import RetrievalSettings
 from bot.glossary import expand_query, translate_query
 from ingest.entries import Entry
 from ingest.index import KnowledgeIndex, embed_query
-from ingest.keyword import STOPWORDS, TypoCorrector, normalize_text, tokenize
+from ingest.keyword import STOPWORDS, TypoCorrector, is_english_word, normalize_text, tokenize
+from ingest.synonyms import Synonyms
+
+Outcome = Literal["answer", "suggest", "none"]
 
 # Words that say "error" without saying which one: a message made only of these
 # (like ERROR_MESSAGE's "Error message:") is too generic for an exact lookup.
@@ -31,6 +41,7 @@ GENERIC_WORDS = frozenset({"error", "errors", "message", "messages", "failed", "
 _QUOTED = re.compile(r"[\"“”]([^\"“”]{3,})[\"“”]")
 _NON_WORD = re.compile(r"[^\w]+", re.UNICODE)
 _DIGITS = re.compile(r"\b\d{4,}\b")
+_WORD_RE = re.compile(r"[^\W_]+", re.UNICODE)
 
 
 @dataclass(frozen=True)
@@ -46,13 +57,25 @@ class Hit:
 
 @dataclass(frozen=True)
 class Retrieval:
-    """The outcome of one retrieval: ranked hits, or an abstention with its reason."""
+    """The outcome of one retrieval: ranked hits, or an abstention with its reason.
+
+    ``outcome`` is "answer" (``hits`` answer the question), "suggest" (not answered:
+    ``related`` are the closest entries, offered for the user to open) or "none".
+    ``uncovered`` lists the question's words the knowledge base never uses.
+    """
 
     query: str
     hits: tuple[Hit, ...]
     abstained: bool
     reason: str = ""
     signals: dict[str, float] = field(default_factory=dict)
+    outcome: Outcome | None = None
+    related: tuple[Hit, ...] = ()
+    uncovered: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.outcome is None:
+            object.__setattr__(self, "outcome", "none" if self.abstained else "answer")
 
 
 def _words(text: str) -> list[str]:
@@ -105,6 +128,7 @@ class _Template:
     # Entries whose own message is this grouped error's message or translation: the
     # dedicated entry for the same error, which should come first.
     dedicated: tuple[str, ...] = ()
+    words_of: tuple[str, ...] = ()  # the message's words, towards which typos are corrected
 
 
 def _template_pattern(message: str) -> re.Pattern[str] | None:
@@ -170,8 +194,37 @@ class HybridRetriever:
             [self._entry_pos[c.entry_id] for c in index.chunks], dtype=np.int64
         )
         self._vocabulary_set = frozenset(t for tokens in index.chunk_tokens for t in tokens)
-        self._typos = TypoCorrector(self._vocabulary_set)
+        self._typos = TypoCorrector(self._vocabulary_set, protected=self._is_real_word)
+        self.synonyms = Synonyms(index.synonyms)
         self._vectors: dict[str, np.ndarray] = {}
+
+    def _is_real_word(self, token: str) -> bool:
+        # An English word is what the merchant meant, even when it is one letter away
+        # from a knowledge-base word ("theme" is not "three").
+        return is_english_word(token)
+
+    @cached_property
+    def _raw_vocabulary(self) -> frozenset[str]:
+        """Every unstemmed word of the knowledge base (entries as chunked)."""
+        return frozenset(w for c in self.index.chunks for w in _words(c.text))
+
+    @cached_property
+    def _message_typos(self) -> TypoCorrector:
+        """Corrects words of a pasted message towards the words of the documents' messages."""
+        words = {w for t in self._templates for w in t.words_of}
+        words |= {w for _, spaced, _ in self._code_words for w in spaced.split()}
+        return TypoCorrector(
+            frozenset(w for w in words if not w.isdigit()), protected=self._is_real_word
+        )
+
+    def correct_message(self, text: str) -> str:
+        """The text (as spaced words) with misspelt words replaced by message words."""
+        vocabulary = self._raw_vocabulary
+        corrector = self._message_typos
+        return " ".join(
+            w if w in vocabulary or w in corrector.vocabulary else corrector.correct(w)
+            for w in text.split()
+        )
 
     @cached_property
     def _entry_pos(self) -> dict[str, int]:
@@ -206,7 +259,8 @@ class HybridRetriever:
                         if message in (part.message, part.gloss):
                             for variant in filter(None, (part.message, part.gloss)):
                                 dedicated += own_messages.get(" ".join(_words(variant)), [])
-                out.append(_Template(e.id, pattern, len(_words(message)), own, tuple(dedicated)))
+                words = tuple(_words(message))
+                out.append(_Template(e.id, pattern, len(words), own, tuple(dedicated), words))
         return out
 
     # -- exact lookups -------------------------------------------------------
@@ -232,13 +286,17 @@ class HybridRetriever:
         for e in self.entries:
             if e.numeric_code and e.numeric_code in numbers:
                 found.append((e.id, "numeric", 950))
-        for t in self._templates:
-            if t.pattern.search(text):
-                # Longer messages are more specific; an entry's own message beats the same
-                # message quoted in a grouped entry.
-                found.append((t.entry_id, "message", 500 + 2 * t.words + (1 if t.own else 0)))
-                for entry_id in t.dedicated:
-                    found.append((entry_id, "message", 500 + 2 * t.words + 1))
+        messages = self._match_messages([text])
+        if not messages:
+            # The message as retyped: with the maintainers' synonyms ("HTTP 429" is "Too many
+            # requests") and with misspelt words corrected. Only when the text as typed
+            # matched no message, so that a clean paste costs nothing more.
+            corrected = self.correct_message(text)
+            texts = [*self.synonyms.variants(text), corrected]
+            if corrected != text:
+                texts += self.synonyms.variants(corrected)
+            messages = self._match_messages([t for t in dict.fromkeys(texts) if t != text])
+        found += messages
         best: dict[str, tuple[str, int]] = {}
         for entry_id, how, strength in found:
             if entry_id not in best or strength > best[entry_id][1]:
@@ -246,13 +304,31 @@ class HybridRetriever:
         ranked = sorted(best.items(), key=lambda kv: -kv[1][1])
         return [(entry_id, how) for entry_id, (how, _) in ranked]
 
+    def _match_messages(self, texts: list[str]) -> list[tuple[str, str, int]]:
+        """(entry id, "message", strength) for every document message found in the texts."""
+        found: list[tuple[str, str, int]] = []
+        for t in self._templates:
+            if any(t.pattern.search(text) for text in texts):
+                # Longer messages are more specific; an entry's own message beats the same
+                # message quoted in a grouped entry.
+                found.append((t.entry_id, "message", 500 + 2 * t.words + (1 if t.own else 0)))
+                for entry_id in t.dedicated:
+                    found.append((entry_id, "message", 500 + 2 * t.words + 1))
+        return found
+
     def rest_of_question(self, query: str, entries: Sequence[Entry]) -> str:
         """The question without the words that identified ``entries`` (code, number, message)."""
         named: set[str] = set()
         for e in entries:
             for text in (e.code or "", e.numeric_code or "", *(m for m, _ in _messages_of(e))):
                 named.update(_words(text))
-        return " ".join(w for w in _words(query) if w not in named)
+        # A word retyped with a typo, or a synonym of a message's word, named it too.
+        synonyms = self.synonyms.covered_words(query)
+        return " ".join(
+            w
+            for w in _words(query)
+            if w not in named and self.correct_message(w) not in named and w not in synonyms
+        )
 
     def _also_asked(
         self, query: str, hits: list[Hit], k: int, filters: Filters | None
@@ -267,6 +343,8 @@ class HybridRetriever:
         if len(hits) >= k:
             return []
         rest = self.rest_of_question(query, [h.entry for h in hits])
+        if rest == " ".join(_words(query)):
+            return []  # nothing identified by its words: searching it again finds the same
         # "Create invoice failed for order 1042:" is the log line around a message, not a
         # question: numbers and words like "error" or "failed" do not count.
         content = [t for t in tokenize(rest) if not t.isdigit() and t not in GENERIC_WORDS]
@@ -365,10 +443,9 @@ class HybridRetriever:
         """
         s = self.settings
         k = k or s.top_k
+        if k <= 0:
+            raise ValueError(f"k must be a positive number of entries, not {k}.")
         allowed = np.array([matches_filters(e, filters) for e in self.entries], dtype=bool)
-        # BM25 gets the original words plus English ones (the guide quotes Swedish messages);
-        # the English-only MiniLM model gets the English rendering.
-        tokens = self._correct(tokenize(expand_query(query)))
         exact = [
             (self._entry_pos[eid], how)
             for eid, how in self.exact_lookup(query)
@@ -381,15 +458,20 @@ class HybridRetriever:
             hits += self._also_asked(query, hits, k, filters)
             return Retrieval(query, tuple(hits), False, "exact", {"exact": len(exact)})
 
-        dense, bm25 = self._entry_scores(translate_query(query), tokens)
+        # BM25 gets the original words plus English ones (the guide quotes Swedish messages)
+        # and the terms the maintainers' synonyms map them to; the English-only MiniLM model
+        # gets the English rendering, synonyms included.
+        searched = self.synonyms.expand(query)
+        tokens = self._correct(tokenize(expand_query(searched)))
+        dense, bm25 = self._entry_scores(translate_query(searched), tokens)
         if context:
             # The new question counts twice as much as the earlier one: "and if we have two
             # stores?" after a pricing question is about stores, within pricing.
+            context = self.synonyms.expand(context)
             context_tokens = self._correct(tokenize(expand_query(context)))
             c_dense, c_bm25 = self._entry_scores(translate_query(context), context_tokens)
             dense = (2 * dense + c_dense) / 3
             bm25 = (2 * bm25 + c_bm25) / 3
-            tokens = tokens + [t for t in context_tokens if t not in tokens]
             # A follow-up is as answerable as the conversation it continues.
             signal_dense, signal_bm25 = np.maximum(dense, c_dense), np.maximum(bm25, c_bm25)
         else:
@@ -402,40 +484,84 @@ class HybridRetriever:
                 # unless the new question clearly points elsewhere.
                 fused[pos] += s.follow_up_boost
 
-        def hit(pos: int, score: float) -> Hit:
+        order = [int(p) for p in np.argsort(-fused, kind="stable") if np.isfinite(fused[p])]
+        if not order:
+            return Retrieval(query, (), True, "nothing matches the filters")
+        best_fused = fused[order[0]]
+        scale = self._score_scale()
+
+        def hit(pos: int) -> Hit:
             return Hit(
                 entry=self.entries[pos],
-                score=float(score),
+                # One 0..1 scale with exact hits (1.0): the fused score over its maximum.
+                score=float(min(max(fused[pos] / scale, 0.0), 1.0)),
                 dense=float(dense[pos]),
                 bm25=float(bm25[pos]),
             )
 
-        order = [int(p) for p in np.argsort(-fused, kind="stable") if np.isfinite(fused[p])]
-        best_fused = fused[order[0]] if order else 0.0
-        if not order:
-            return Retrieval(query, (), True, "nothing matches the filters")
-
-        top = order[0]
         # Signals are taken from all entries passing the filters, whatever the ranking mode,
         # so that one calibration serves hybrid, dense and BM25 ranking alike.
         best_dense = float(np.max(np.where(allowed, signal_dense, -1.0)))
         best_keyword = float(np.max(np.where(allowed, self._keyword(signal_bm25), 0.0)))
+        uncovered = self.uncovered_words(query)
         signals = {
             "fused": float(best_fused),
             "dense": best_dense,
             "keyword": best_keyword,
-            "known": self.known_share(
-                self._correct(tokenize(translate_query(f"{query} {context}".strip())))
-            ),
+            "known": self.known_share_of(f"{query} {context}".strip()),
+            "uncovered": float(len(uncovered)),
         }
-        reason = self._abstain_reason(signals)
-        if reason:
-            return Retrieval(query, (), True, reason, signals)
-        hits = [hit(top, best_fused)]
-        for pos in order[1:k]:
-            if best_fused > 0 and fused[pos] >= s.related_ratio * best_fused:
-                hits.append(hit(pos, fused[pos]))
-        return Retrieval(query, tuple(hits), False, "search", signals)
+        outcome, reason = self._decide(signals, bool(context))
+        if outcome == "answer":
+            hits = [hit(order[0])]
+            for pos in order[1:k]:
+                if best_fused > 0 and fused[pos] >= s.related_ratio * best_fused:
+                    hits.append(hit(pos))
+            return Retrieval(query, tuple(hits), False, "search", signals, "answer", (), uncovered)
+        related = ()
+        if outcome == "suggest":
+            related = tuple(hit(pos) for pos in order[: s.suggestions])
+        return Retrieval(query, (), True, reason, signals, outcome, related, uncovered)
+
+    def _score_scale(self) -> float:
+        """The highest fused score possible, which maps to 1.0."""
+        s = self.settings
+        use_dense, use_bm25 = s.mode != "bm25", s.mode != "dense"
+        if s.fusion == "weighted":
+            top = s.dense_weight * use_dense + s.bm25_weight * use_bm25
+        else:
+            top = (s.dense_weight * use_dense + 1.0 * use_bm25) / (s.rrf_k + 1)
+        top += s.follow_up_boost
+        return top if top > 0 else 1.0
+
+    def known_share_of(self, text: str) -> float:
+        """Share of the text's words the knowledge base knows, synonyms counting as known."""
+        translated = translate_query(text)
+        covered = set(tokenize(" ".join(self.synonyms.covered_words(translated))))
+        tokens = self._correct(tokenize(translated))
+        if not tokens:
+            return 0.0
+        return sum(1 for t in tokens if t in self._vocabulary_set or t in covered) / len(tokens)
+
+    def uncovered_words(self, text: str) -> tuple[str, ...]:
+        """Words of the question the knowledge base never uses, even allowing for typos.
+
+        "How do I cancel my Junipeer subscription?" → ("subscription",). Words a synonym
+        maps onto the documents, numbers and short words do not count.
+        """
+        translated = translate_query(text)
+        covered = self.synonyms.covered_words(translated)
+        out: dict[str, None] = {}
+        for word in _WORD_RE.findall(normalize_text(translated)):
+            if len(word) < 3 or word.isdigit() or word in STOPWORDS or word in covered:
+                continue
+            if word in self._raw_vocabulary:
+                continue
+            token = tokenize(word)
+            if token and self._typos.correct(token[0]) in self._vocabulary_set:
+                continue
+            out[word] = None
+        return tuple(out)
 
     def confidence(self, signals: dict[str, float]) -> float:
         """How sure we are that the knowledge base answers the question (not a probability)."""
@@ -443,15 +569,30 @@ class HybridRetriever:
         dense = max(signals["dense"], 0.0)
         return dense + s.bm25_weight * signals["keyword"] + s.known_weight * signals["known"]
 
-    def _abstain_reason(self, signals: dict[str, float]) -> str:
+    def _decide(self, signals: dict[str, float], follow_up: bool) -> tuple[Outcome, str]:
+        """The outcome of a search and, unless it answers, why.
+
+        Below ``min_confidence`` the knowledge base may not cover the question: the
+        closest entries are suggested down to ``suggest_min_confidence``, below which
+        nothing is related. A question with words the knowledge base never uses is a
+        near miss ("cancel my subscription" finds the pricing entry) unless the
+        confidence clears the higher ``uncovered_min_confidence``.
+        """
         s = self.settings
         if s.mode == "bm25":
             # No embedding in BM25-only mode: judge by the keyword signals alone.
             if signals["keyword"] < 0.35 or signals["known"] < 0.5:
-                return "too few of the question's words match any entry"
-            return ""
+                return "none", "too few of the question's words match any entry"
+            return "answer", ""
         confidence = self.confidence(signals)
         signals["confidence"] = confidence
+        if confidence < s.suggest_min_confidence:
+            return "none", f"confidence {confidence:.2f} is below {s.suggest_min_confidence}"
         if confidence < s.min_confidence:
-            return f"confidence {confidence:.2f} is below {s.min_confidence}"
-        return ""
+            return "suggest", f"confidence {confidence:.2f} is below {s.min_confidence}"
+        if signals["uncovered"] and not follow_up and confidence < s.uncovered_min_confidence:
+            return "suggest", (
+                f"the question has words no entry uses and confidence {confidence:.2f} is "
+                f"below {s.uncovered_min_confidence}"
+            )
+        return "answer", ""

@@ -28,15 +28,16 @@ from langchain_core.embeddings import Embeddings
 from ingest.chunking import Chunk, chunk_entries, heading_text, token_counter
 from ingest.entries import Entry, ParseIssue
 from ingest.keyword import BM25, tokenize
-from ingest.parse import parse_document
+from ingest.parse import SYNONYMS_FILE, SynonymRule, parse_document, parse_synonyms
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+# 3: synonyms.json (the corpus's synonyms file, parsed) is part of every build.
+FORMAT_VERSION = 3
 CURRENT_LINK = "current"
 LOCK_NAME = ".ingest.lock"
 CORPUS_SUFFIXES = (".txt", ".md")
-INDEX_FILES = ("faiss.index", "titles.index", "entries.json", "chunks.json")
+INDEX_FILES = ("faiss.index", "titles.index", "entries.json", "chunks.json", "synonyms.json")
 
 Progress = Callable[[int, int], None]
 
@@ -91,6 +92,8 @@ class KnowledgeIndex:
     titles: faiss.Index  # one vector per entry (its heading), in entry order
     manifest: dict[str, Any]
     issues: list[ParseIssue] = field(default_factory=list)
+    # The maintainers' vocabulary from corpus/synonyms.txt (see ingest/synonyms.py).
+    synonyms: tuple[SynonymRule, ...] = ()
 
     def __post_init__(self) -> None:
         self.by_id = {e.id: e for e in self.entries}
@@ -190,7 +193,7 @@ def parse_corpus(files: list[CorpusFile]) -> tuple[list[Entry], list[ParseIssue]
     issues: list[ParseIssue] = []
     seen: dict[str, Entry] = {}
     for f in files:
-        if f.text is None:
+        if f.text is None or f.name == SYNONYMS_FILE:
             continue
         result = parse_document(f.text, f.name)
         issues.extend(result.issues)
@@ -208,6 +211,16 @@ def parse_corpus(files: list[CorpusFile]) -> tuple[list[Entry], list[ParseIssue]
             seen[entry.id] = entry
             entries.append(entry)
     return entries, issues
+
+
+def parse_corpus_synonyms(
+    files: list[CorpusFile],
+) -> tuple[tuple[SynonymRule, ...], list[ParseIssue]]:
+    """The rules of the corpus's synonyms file (none when there is no such file)."""
+    for f in files:
+        if f.name == SYNONYMS_FILE and f.text is not None:
+            return parse_synonyms(f.text, f.name)
+    return (), []
 
 
 def _normalized(vectors: list[list[float]]) -> np.ndarray:
@@ -231,6 +244,8 @@ def build_index(
     files, issues = read_corpus(config.corpus_dir, config.max_file_bytes)
     entries, parse_issues = parse_corpus(files)
     issues.extend(parse_issues)
+    synonyms, synonym_issues = parse_corpus_synonyms(files)
+    issues.extend(synonym_issues)
     if not entries:
         detail = "; ".join(str(i) for i in issues) or "no .txt/.md files"
         raise CorpusError(f"No entries found in {config.corpus_dir}: {detail}")
@@ -258,10 +273,11 @@ def build_index(
         "chunking": {"max_tokens": config.chunk_tokens, "encoding": config.encoding},
         "entries": len(entries),
         "chunks": len(chunks),
+        "synonym_rules": len(synonyms),
         "entries_per_kind": _count_kinds(entries),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    return KnowledgeIndex(entries, chunks, index, titles, manifest, issues)
+    return KnowledgeIndex(entries, chunks, index, titles, manifest, issues, synonyms)
 
 
 def _model_name(embedder: Embeddings, configured: str) -> str:
@@ -302,6 +318,9 @@ def save_index(index: KnowledgeIndex, out_dir: Path) -> Path:
         )
         files["chunks.json"] = sha256_bytes(
             _write_json(tmp / "chunks.json", [c.to_dict() for c in index.chunks])
+        )
+        files["synonyms.json"] = sha256_bytes(
+            _write_json(tmp / "synonyms.json", [r.to_dict() for r in index.synonyms])
         )
         manifest = {**index.manifest, "files": files}
         # The manifest is written last: a folder without it is never a valid build.
@@ -399,6 +418,7 @@ def load_index(out_dir: Path, config: IndexConfig, embedder: Embeddings) -> Know
         titles = faiss.deserialize_index(np.frombuffer(raw["titles.index"], dtype=np.uint8))
         entries = [Entry.from_dict(d) for d in json.loads(raw["entries.json"])]
         chunks = [Chunk(**d) for d in json.loads(raw["chunks.json"])]
+        synonyms = tuple(SynonymRule.from_dict(d) for d in json.loads(raw["synonyms.json"]))
     except Exception as exc:  # any decoding failure means the same thing to the user
         raise CorruptIndexError(f"The index in {build} is unreadable ({exc}).") from exc
     dimension = manifest.get("dimension")
@@ -409,7 +429,7 @@ def load_index(out_dir: Path, config: IndexConfig, embedder: Embeddings) -> Know
         or titles.d != dimension
     ):
         raise CorruptIndexError(f"The index in {build} is inconsistent with its manifest.")
-    return KnowledgeIndex(entries, chunks, vectors, titles, manifest)
+    return KnowledgeIndex(entries, chunks, vectors, titles, manifest, synonyms=synonyms)
 
 
 def ingest(

@@ -7,10 +7,15 @@ the index and the query use the very same tokeniser.
 
 from __future__ import annotations
 
+import gzip
+import json
 import math
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
+from functools import lru_cache
+from importlib import resources
 
 import numpy as np
 
@@ -92,16 +97,41 @@ def _deletes(word: str) -> set[str]:
     return {word[:i] + word[i + 1 :] for i in range(len(word))}
 
 
+@lru_cache(maxsize=1)
+def english_words() -> frozenset[str]:
+    """Lowercase English words (pyspellchecker's word list, ~160,000 words).
+
+    A typo corrector must leave real words alone: "theme" is not a misspelt "three".
+    The list ships inside the pyspellchecker package as gzipped JSON; it is read on
+    first use (~0.2 s), which only questions with a word the corpus lacks ever need.
+    """
+    raw = resources.files("spellchecker").joinpath("resources/en.json.gz").read_bytes()
+    return frozenset(json.loads(gzip.decompress(raw)))
+
+
+def is_english_word(word: str) -> bool:
+    """True for a word of the English word list (casefolded)."""
+    return word.casefold() in english_words()
+
+
 class TypoCorrector:
     """Maps a misspelt word to a known one within one edit (symmetric-delete lookup).
 
-    ``difflib`` compares against every word and took hundreds of milliseconds on
-    long pasted log lines; the delete index answers in microseconds.
+    One edit is a missing, extra (doubled), wrong or swapped letter. ``difflib`` compares
+    against every word and took hundreds of milliseconds on long pasted log lines; the
+    delete index answers in microseconds. Words for which ``protected`` is true (real
+    English words) are never changed.
     """
 
-    def __init__(self, vocabulary: set[str] | frozenset[str], min_length: int = 4) -> None:
+    def __init__(
+        self,
+        vocabulary: set[str] | frozenset[str],
+        min_length: int = 4,
+        protected: Callable[[str], bool] | None = None,
+    ) -> None:
         self.vocabulary = frozenset(vocabulary)
         self.min_length = min_length
+        self.protected = protected
         index: dict[str, set[str]] = {}
         for word in self.vocabulary:
             if len(word) < min_length:
@@ -117,7 +147,7 @@ class TypoCorrector:
         candidates: set[str] = set()
         for variant in _deletes(token) | {token}:
             candidates |= self._index.get(variant, set())
-        if not candidates:
+        if not candidates or (self.protected is not None and self.protected(token)):
             return token
         # Prefer the same length (a substitution or transposition), then alphabetical for
         # determinism.

@@ -605,3 +605,83 @@ class _GuideParser:
         self.flush_body()
         if self.section is not None and not self.section_used:
             self.warn(self.section_line, f"section {self.section!r} is empty")
+
+
+# --------------------------------------------------------------------------- synonyms
+
+SYNONYMS_FILE = "synonyms.txt"
+_SYNONYM_ARROW = "=>"
+_ESCAPED_COMMA = "\x00"
+
+
+@dataclass(frozen=True)
+class SynonymRule:
+    """One line of a Solr/Elasticsearch synonyms file.
+
+    ``a, b, c`` makes every term stand for all of them (``inputs == outputs``);
+    ``a, b => c, d`` replaces ``a`` or ``b`` by ``c`` and ``d`` (keep the original by
+    listing it on the right too). Terms are casefolded phrases of one or more words.
+    """
+
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    line: int
+
+    @property
+    def explicit(self) -> bool:
+        """True for an ``=>`` mapping, False for a list of equivalent terms."""
+        return self.inputs != self.outputs
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready form (lists, not tuples)."""
+        return {"inputs": list(self.inputs), "outputs": list(self.outputs), "line": self.line}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> SynonymRule:
+        """The rule back from :meth:`to_dict`."""
+        return cls(
+            tuple(str(t) for t in data["inputs"]),  # type: ignore[union-attr]
+            tuple(str(t) for t in data["outputs"]),  # type: ignore[union-attr]
+            int(data["line"]),  # type: ignore[arg-type]
+        )
+
+
+def _synonym_terms(text: str) -> tuple[str, ...]:
+    terms = []
+    for raw in text.split(","):
+        term = " ".join(unicodedata.normalize("NFKC", raw.replace(_ESCAPED_COMMA, ",")).split())
+        if term:
+            terms.append(term.casefold())
+    return tuple(dict.fromkeys(terms))
+
+
+def parse_synonyms(text: str, source: str) -> tuple[tuple[SynonymRule, ...], list[ParseIssue]]:
+    r"""Parse a synonyms file in the Solr format: text in, rules and issues out.
+
+    Blank lines and lines starting with ``#`` are ignored; ``\\,`` is a literal comma.
+    A line with more than one ``=>``, an empty side, or a single term is reported and
+    skipped, never fatal to the rest of the file.
+    """
+    rules: list[SynonymRule] = []
+    issues: list[ParseIssue] = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip().replace("\\,", _ESCAPED_COMMA)
+        if not line or line.startswith("#"):
+            continue
+        sides = line.split(_SYNONYM_ARROW)
+        if len(sides) > 2:
+            issues.append(ParseIssue(source, n, f"more than one {_SYNONYM_ARROW}; line skipped"))
+            continue
+        if len(sides) == 2:
+            inputs, outputs = _synonym_terms(sides[0]), _synonym_terms(sides[1])
+            if not inputs or not outputs:
+                issues.append(ParseIssue(source, n, "a mapping needs terms on both sides"))
+                continue
+            rules.append(SynonymRule(inputs, outputs, n))
+            continue
+        terms = _synonym_terms(line)
+        if len(terms) < 2:
+            issues.append(ParseIssue(source, n, "a synonym line needs at least two terms"))
+            continue
+        rules.append(SynonymRule(terms, terms, n))
+    return tuple(rules), issues
