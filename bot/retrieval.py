@@ -139,7 +139,13 @@ def _template_pattern(message: str) -> re.Pattern[str] | None:
     """
     raw = normalize_text(message)
     parts: list[str] = []
+    optional = ""
     for token in raw.split():
+        if re.fullmatch(r"\(\d{4,}\)", token):
+            # "Customer name cannot be empty (2000637)": merchants retype the words without
+            # the number (the number alone is its own exact lookup).
+            optional += rf"(?:\s+{token[1:-1]})?"
+            continue
         token = token.strip(".,:;!?()\"'“”")
         if not token:
             continue
@@ -155,7 +161,7 @@ def _template_pattern(message: str) -> re.Pattern[str] | None:
     content = [w for w in _words(message) if w != "x" and w not in GENERIC_WORDS]
     if len(parts) < 2 or not [w for w in content if w not in STOPWORDS]:
         return None
-    return re.compile(r"(?<!\w)" + r"\s+".join(parts) + r"(?!\w)")
+    return re.compile(r"(?<!\w)" + r"\s+".join(parts) + optional + r"(?!\w)")
 
 
 def _is_translation(message: str) -> bool:

@@ -141,4 +141,5 @@ class SupportBot:
         """The retriever as a langchain ``BaseRetriever`` (Documents with entry metadata)."""
         from bot.langchain_retriever import KnowledgeRetriever
 
-        return KnowledgeRetriever(retriever=self.retriever, k=k or self.settings.retrieval.top_k)
+        top_k = self.settings.retrieval.top_k if k is None else k
+        return KnowledgeRetriever(retriever=self.retriever, k=top_k)
