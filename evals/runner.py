@@ -57,7 +57,7 @@ class Question:
 
 
 def split_of(question_id: str) -> str:
-    """ "tune" or "held_out", from a hash of the question's id.
+    """The fixed half of a question, "tune" or "held_out", from a hash of its id.
 
     Thresholds are chosen on the tune half and judged on the held-out half, so they are
     not fit to the figures they are judged by. The hash keeps every question in its half
