@@ -428,13 +428,33 @@ def feedback(
 @app.command()
 def gaps(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
+    vocabulary: Annotated[
+        bool,
+        typer.Option(
+            "--vocabulary",
+            help="Only the candidate words for corpus/synonyms.txt (a JSON array with --json).",
+        ),
+    ] = False,
 ) -> None:
-    """Content-gap report: abstentions and thumbs-down answers grouped by cited entry."""
+    """Content-gap report: abstentions and thumbs-down answers grouped by cited entry.
+
+    Also proposes words for the synonyms file: words frequent in unanswered questions
+    that the knowledge base never uses.
+    """
     from bot.persistence import fetch_abstentions, fetch_feedback, gap_report
 
     settings = _settings()
     feedback_rows, abstentions = _read_database(settings, fetch_feedback, fetch_abstentions)
     report = utf8_safe_data(gap_report(feedback_rows, abstentions))
+    candidates = utf8_safe_data(
+        _vocabulary_candidates(settings, [row["question"] for row in abstentions])
+    )
+    if vocabulary:
+        if as_json:
+            typer.echo(json.dumps(candidates, ensure_ascii=False, indent=1))
+            return
+        _print_candidates(candidates)
+        return
     if as_json:
         typer.echo(json.dumps(report, ensure_ascii=False, default=str, indent=1))
         return
@@ -448,6 +468,30 @@ def gaps(
         )
         for question in group["questions"][:5]:
             typer.echo(f"        - {question}")
+    _print_candidates(candidates)
+
+
+def _vocabulary_candidates(settings: Settings, questions: list[str]) -> list[dict[str, object]]:
+    """Candidate words for the synonyms file from the unanswered questions."""
+    if not questions:
+        return []
+    from ingest.synonyms import candidate_words
+
+    retriever = _load_bot(settings).retriever
+    return candidate_words(questions, retriever.uncovered_words)
+
+
+def _print_candidates(candidates: list[dict[str, object]]) -> None:
+    if not candidates:
+        typer.echo("No candidate words: no word recurs in unanswered questions.")
+        return
+    typer.echo(
+        "\nWords unanswered questions use and the knowledge base never does "
+        "(candidates for corpus/synonyms.txt):"
+    )
+    for c in candidates:
+        examples = "; ".join(repr(q) for q in c["examples"])  # type: ignore[union-attr]
+        typer.echo(utf8_safe(f"{c['questions']:4d}  {c['word']}  e.g. {examples}"))
 
 
 def _unexpected(exc: BaseException) -> int:

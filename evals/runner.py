@@ -420,12 +420,20 @@ def sweep_confidence(
     Keys are the shortest exact spelling of each value, so thresholds that differ only
     in a late digit stay apart.
     """
-    return {
-        repr(value): summarize(
-            run_questions(bot.with_retrieval(mode=mode, min_confidence=value), items, progress)
+    current = bot.settings.retrieval
+    out = {}
+    for value in dict.fromkeys(float(v) for v in values):
+        # The other two bars move with it, keeping their distance from the answer bar.
+        swept = bot.with_retrieval(
+            mode=mode,
+            min_confidence=value,
+            suggest_min_confidence=min(current.suggest_min_confidence, value),
+            uncovered_min_confidence=value
+            + current.uncovered_min_confidence
+            - current.min_confidence,
         )
-        for value in dict.fromkeys(float(v) for v in values)
-    }
+        out[repr(value)] = summarize(run_questions(swept, items, progress))
+    return out
 
 
 def run_cli(

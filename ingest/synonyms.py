@@ -10,7 +10,7 @@ costs microseconds.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ingest.keyword import normalize_text
@@ -113,3 +113,27 @@ class Synonyms:
                 last = m.end
             out[" ".join(rewritten + words[last:])] = None
         return list(out)[:limit]
+
+
+def candidate_words(
+    questions: Iterable[str],
+    uncovered: Callable[[str], Sequence[str]],
+    min_count: int = 2,
+    limit: int = 20,
+) -> list[dict[str, object]]:
+    """Words frequent in unanswered questions that the knowledge base never uses.
+
+    Candidates for the synonyms file (or for new entries): ``uncovered`` names a
+    question's words the corpus and the synonyms lack. Each word counts once per
+    distinct question; the most frequent come first, each with up to three examples.
+    """
+    counts: dict[str, list[str]] = {}
+    for question in dict.fromkeys(q.strip() for q in questions if q and q.strip()):
+        for word in dict.fromkeys(uncovered(question)):
+            counts.setdefault(word, []).append(question)
+    ranked = sorted(counts.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    return [
+        {"word": word, "questions": len(found), "examples": found[:3]}
+        for word, found in ranked
+        if len(found) >= min_count
+    ][:limit]

@@ -1,7 +1,11 @@
-"""The eval set as a regression test: the bot must keep these figures on evals/questions.jsonl.
+"""The eval set as a regression test: every question's outcome is pinned, the targets judged.
 
-The thresholds are the ones this bot reaches today (see the README's Evals section);
-a change that lowers any of them fails CI.
+Thresholds are tuned on the set's "tune" half and the targets are judged on the
+"held_out" half (``evals.runner.split_of``), so they are not fit to the figures they
+are judged by. Each question must get its expected outcome: an in-scope question is
+answered with an expected entry first, an out-of-scope one is not answered. Questions
+that do not, today, are listed by id in ``KNOWN_MISSES``; the list must stay exact, so
+a fix (or a new miss) shows up as a failure that asks for the list to be updated.
 """
 
 import json
@@ -10,10 +14,12 @@ import re
 import pytest
 
 from evals.runner import (
+    Result,
     check_thresholds,
     load_questions,
     normalize_label,
     run_questions,
+    split_of,
     summarize,
 )
 from tests.conftest import REPO
@@ -21,13 +27,50 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.model
 
 QUESTIONS = REPO / "evals" / "questions.jsonl"
-THRESHOLDS = {
-    "hit@1": 0.96,
-    "mrr": 0.97,
-    # Below the 0.9 target: "related but not covered" questions (Salesforce API limits,
-    # switching the app's language) still find a plausible entry. See the README.
-    "abstention_recall": 0.78,
-    "false_abstention": 0.03,
+
+# The targets (README, Evals). Rates of mistakes are maximums, the others minimums.
+TARGETS = {
+    "hit@1": 0.97,
+    "found": 0.99,
+    "oos_answered": 0.05,
+    "in_scope_none": 0.01,
+    "in_scope_suggest": 0.05,
+}
+# Figures measured on the held-out half at this commit; a change may not make them worse.
+HELD_OUT_FLOOR = {
+    "hit@1": 0.91,
+    "found": 0.99,
+    "oos_answered": 0.13,
+    "in_scope_none": 0.0,
+    "in_scope_suggest": 0.08,
+    "fact_recall": 0.88,
+}
+TARGETS_NOT_MET = {"hit@1", "oos_answered", "in_scope_suggest"}
+
+# id → what happens instead of the expected outcome (see the README's Evals section).
+KNOWN_MISSES = {
+    "code-error-message-2": "suggest (ERROR_MESSAGE suggested first)",
+    "faq-contact-2": "suggest (contact FAQ suggested first)",
+    "faq-check-1": "answered from COMMON_FORTNOX_ERRORS_EXPLAINED",
+    "faq-missing-1": "suggest (expected FAQ suggested first)",
+    "faq-custom-1": "suggest (expected FAQ suggested first)",
+    "faq-pricing-2": "suggest (pricing FAQ suggested first)",
+    "faq-stopped-1": "suggest (expected FAQ suggested first)",
+    "faq-morehelp-2": "suggest (expected FAQ suggested first)",
+    "followup-custid-1": "answered with the Visma customer entry first",
+    "agent-token-1": "answered with the zero-records entry first",
+    "agent-stops-1": "suggest (expected entry suggested first)",
+    "vocab-gbp-1": "answered with FORTNOX_CURRENCY_MISMATCH first",
+    "vocab-made-across-1": "answered from the Visma unit-of-measure entry",
+    "vocab-transferred-1": "suggest (expected FAQ suggested second)",
+    "vocab-push-over-1": "suggest (expected FAQ suggested first)",
+    "oos-related-11": "answered from the clear-cache FAQ",
+    "near-miss-nonprofit-1": "answered from the pricing FAQ",
+    "near-miss-email-1": "answered from the contact FAQ",
+    "near-miss-rename-1": "answered from the custom-integrations FAQ",
+    "near-miss-statuspage-1": "answered from the contact FAQ",
+    "general-shopify-limits-1": "answered from the rate-limiting entry",
+    "general-euro-1": "answered from the OSS FAQ",
 }
 
 
@@ -36,36 +79,120 @@ def results(real_bot):
     return run_questions(real_bot, load_questions(QUESTIONS))
 
 
+def _as_expected(r: Result) -> bool:
+    if r.item.expected:
+        return r.outcome == "answer" and r.hit_rank == 1
+    return r.outcome != "answer"
+
+
 def test_eval_set_is_large_and_covers_every_entry(real_bot):
     items = load_questions(QUESTIONS)
-    assert len(items) >= 150
-    assert sum("oos" in q.tags for q in items) >= 25
+    assert len(items) >= 250
+    assert sum("oos" in q.tags for q in items) >= 60
     assert sum(bool(q.history) for q in items) >= 5
+    for tag in ("near-miss", "vocabulary", "typo-message", "general-knowledge"):
+        assert sum(tag in q.tags for q in items) >= 12, tag
     expected = {normalize_label(e) for q in items for e in q.expected}
     labels = {normalize_label(e.code or e.title) for e in real_bot.index.entries}
     assert labels <= expected, f"entries without an eval question: {labels - expected}"
     assert expected <= labels, f"expected labels that are not entries: {expected - labels}"
 
 
-def test_eval_meets_thresholds(results):
-    summary = summarize(results)
-    failures = check_thresholds(summary, THRESHOLDS)
-    assert not failures, json.dumps(summary.metrics, indent=1)
-    assert summary.metrics["fact_recall"] >= 0.9
+def test_the_halves_are_fixed_and_balanced():
+    items = load_questions(QUESTIONS)
+    halves = {q.id: q.split for q in items}
+    assert {q.split for q in items} == {"tune", "held_out"}
+    # The half depends on the id alone: adding or reordering questions moves none.
+    assert halves["code-fiscal-year-1"] == split_of("code-fiscal-year-1")
+    for tag in ("oos", "near-miss", "vocabulary", "typo-message", "general-knowledge"):
+        tagged = [q for q in items if tag in q.tags]
+        assert 0.25 <= sum(q.split == "tune" for q in tagged) / len(tagged) <= 0.75, tag
+
+
+def test_every_question_gets_its_outcome_except_the_known_misses(results):
+    misses = {r.item.id: (r.outcome, r.hit_rank) for r in results if not _as_expected(r)}
+    assert set(misses) == set(KNOWN_MISSES), {
+        "new misses": {i: misses[i] for i in set(misses) - set(KNOWN_MISSES)},
+        "fixed (remove from KNOWN_MISSES)": sorted(set(KNOWN_MISSES) - set(misses)),
+    }
+
+
+def test_retyped_messages_are_exact_hits(results):
+    retyped = [r for r in results if "typo-message" in r.item.tags]
+    assert retyped
+    for r in retyped:
+        assert r.answer.citations[0].score == 1.0, r.item.id
+        assert r.hit_rank == 1, r.item.id
+
+
+def test_suggestions_name_what_is_missing_and_the_route_to_a_human(results):
+    by_id = {r.item.id: r for r in results}
+    cancel = by_id["oos-related-2"].answer
+    assert cancel.outcome == "suggest"
+    assert "no information on cancelling your Junipeer subscription" in cancel.text
+    assert '"subscription"' in cancel.text
+    assert 2 <= len(cancel.related) <= 3
+    assert "support@junipeer.io" in cancel.text
+    assert by_id["oos-gibberish-1"].answer.outcome == "none"
+    assert by_id["oos-gibberish-1"].answer.related == ()
+
+
+@pytest.mark.parametrize("half", ["held_out", "tune"])
+def test_no_worse_than_measured(results, half):
+    summary = summarize([r for r in results if r.item.split == half])
+    failures = check_thresholds(summary, {k: v for k, v in HELD_OUT_FLOOR.items()})
+    if half == "held_out":
+        assert not failures, json.dumps(summary.metrics, indent=1)
+    else:
+        # The tune half is what the thresholds were chosen on: it does at least as well.
+        assert summary.metrics["in_scope_suggest"] <= HELD_OUT_FLOOR["in_scope_suggest"]
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.xfail(
+                strict=True, reason=f"{name}: target not met yet on the held-out half (README)"
+            ),
+        )
+        if name in TARGETS_NOT_MET
+        else name
+        for name in TARGETS
+    ],
+)
+def test_target_on_the_held_out_half(results, metric):
+    summary = summarize([r for r in results if r.item.split == "held_out"])
+    assert not check_thresholds(summary, {metric: TARGETS[metric]}), summary.metrics[metric]
 
 
 def test_threshold_check_fails_when_metric_drops(results):
     summary = summarize(results)
-    raised = {name: 1.01 for name in THRESHOLDS if name != "false_abstention"}
+    raised = {name: 1.01 for name in ("hit@1", "found", "mrr")}
     assert len(check_thresholds(summary, raised)) == len(raised)
-    assert check_thresholds(summary, {"false_abstention": -0.01})
+    for maximum in ("false_abstention", "oos_answered", "in_scope_suggest"):
+        assert check_thresholds(summary, {maximum: -0.01})
 
 
 def test_results_lines_follow_the_ask_contract(results):
     line = results[0].to_json()
-    assert {"id", "question", "answer", "citations", "abstained", "latency_ms", "hit_rank"} <= set(
-        line
-    )
+    assert {
+        "id",
+        "split",
+        "question",
+        "answer",
+        "outcome",
+        "citations",
+        "related",
+        "abstained",
+        "latency_ms",
+        "hit_rank",
+    } <= set(line)
+    suggested = next(r for r in results if r.outcome == "suggest").to_json()
+    assert suggested["abstained"] is True
+    assert suggested["related"]
+    assert set(suggested["related"][0]) == set(line["citations"][0] if line["citations"] else {})
     json.dumps(line, ensure_ascii=False)
 
 
@@ -118,11 +245,11 @@ def test_a_threshold_sweep_shows_the_abstention_trade_off(real_bot, tmp_path, ca
     assert always["abstention_recall"] == 1.0
     assert 0.0 < always["false_abstention"] < 1.0
     # The sweep leaves the bot's own setting alone.
-    assert real_bot.settings.retrieval.min_confidence == 0.8
+    assert real_bot.settings.retrieval.min_confidence == 0.78
 
     assert run_cli(real_bot, subset, sweep=[0.8, 10.0], report=tmp_path / "report")
     printed = "".join(capsys.readouterr().out.split())  # rich wraps titles to the table
-    assert "Abstentionthresholdmin_confidence(hybrid;setnow:0.8)" in printed
+    assert "Abstentionthresholdmin_confidence(hybrid;setnow:0.78)" in printed
     # The report keeps the sweep, one row per threshold.
     report = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     section = report.split("## Abstention threshold min_confidence (hybrid)")[1].split("##")[0]
