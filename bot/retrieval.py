@@ -30,7 +30,14 @@ from bot.config import RetrievalSettings
 from bot.glossary import expand_query, translate_query
 from ingest.entries import Entry
 from ingest.index import KnowledgeIndex, embed_query
-from ingest.keyword import STOPWORDS, TypoCorrector, is_english_word, normalize_text, tokenize
+from ingest.keyword import (
+    STOPWORDS,
+    TypoCorrector,
+    is_english_word,
+    is_everyday_word,
+    normalize_text,
+    tokenize,
+)
 from ingest.synonyms import Synonyms
 
 Outcome = Literal["answer", "suggest", "none"]
@@ -42,6 +49,9 @@ _QUOTED = re.compile(r"[\"“”]([^\"“”]{3,})[\"“”]")
 _NON_WORD = re.compile(r"[^\w]+", re.UNICODE)
 _DIGITS = re.compile(r"\b\d{4,}\b")
 _WORD_RE = re.compile(r"[^\W_]+", re.UNICODE)
+# What is left of "isn't", "don't", … once the apostrophe splits the word.
+_CONTRACTED = frozenset("isn aren wasn weren don doesn didn won can couldn shouldn wouldn".split())
+_CONTRACTED |= frozenset("haven hasn hadn ain".split())
 
 
 @dataclass(frozen=True)
@@ -560,6 +570,8 @@ class HybridRetriever:
         out: dict[str, None] = {}
         for word in _WORD_RE.findall(normalize_text(translated)):
             if len(word) < 3 or word.isdigit() or word in STOPWORDS or word in covered:
+                continue
+            if word in _CONTRACTED or is_everyday_word(word):
                 continue
             if word in self._raw_vocabulary:
                 continue

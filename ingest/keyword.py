@@ -97,21 +97,31 @@ def _deletes(word: str) -> set[str]:
     return {word[:i] + word[i + 1 :] for i in range(len(word))}
 
 
+# Words at least this frequent in the English word list (counted in subtitles) are
+# everyday words ("now", "way", "says") that never name what a question is about.
+EVERYDAY_WORD_COUNT = 300_000
+
+
 @lru_cache(maxsize=1)
-def english_words() -> frozenset[str]:
-    """Lowercase English words (pyspellchecker's word list, ~160,000 words).
+def english_words() -> dict[str, int]:
+    """Lowercase English words with their frequency (pyspellchecker's list, ~160,000 words).
 
     A typo corrector must leave real words alone: "theme" is not a misspelt "three".
     The list ships inside the pyspellchecker package as gzipped JSON; it is read on
     first use (~0.2 s), which only questions with a word the corpus lacks ever need.
     """
     raw = resources.files("spellchecker").joinpath("resources/en.json.gz").read_bytes()
-    return frozenset(json.loads(gzip.decompress(raw)))
+    return {str(w): int(n) for w, n in json.loads(gzip.decompress(raw)).items()}
 
 
 def is_english_word(word: str) -> bool:
     """True for a word of the English word list (casefolded)."""
     return word.casefold() in english_words()
+
+
+def is_everyday_word(word: str) -> bool:
+    """True for a very frequent English word, which says nothing about a question's topic."""
+    return english_words().get(word.casefold(), 0) >= EVERYDAY_WORD_COUNT
 
 
 class TypoCorrector:
