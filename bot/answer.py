@@ -207,8 +207,8 @@ def asked_topic(question: str) -> str:
     Returns "" when the question is not phrased in a way this can tell (then the
     reply does not pretend to know).
     """
-    first = re.split(r"(?<=[?!.])\s", " ".join(question.split()), maxsplit=1)[0]
-    text = _GREETING.sub("", first).strip().rstrip("?!. ")
+    text = _GREETING.sub("", " ".join(question.split()))
+    text = re.split(r"(?<=[?!.])\s", text, maxsplit=1)[0].strip().rstrip("?!. ")
     if not text or len(text) > 120:
         return ""
     action = _ACTION_LEAD.match(text)

@@ -296,7 +296,15 @@ def test_unknown_ticket_gets_handover_reply(bot):
 
 def test_draft_json_contract(bot):
     data = json.loads(json.dumps(bot.draft(TICKET).to_json()))
-    assert set(data) == {"ticket", "reply", "citations", "abstained", "notices"}
+    assert set(data) == {
+        "ticket",
+        "reply",
+        "outcome",
+        "citations",
+        "related",
+        "abstained",
+        "notices",
+    }
     assert data["citations"][0]["code"] == "FORTNOX_FISCAL_YEAR"
 
 

@@ -252,7 +252,9 @@ def test_draft_style_label_and_metadata() -> None:
         "profile": render.AGENT,
         "style": "formal",
         "question": "the ticket",
+        "outcome": "answer",
         "citations": [],
+        "related": [],
         "abstained": False,
     }
 

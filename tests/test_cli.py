@@ -62,7 +62,12 @@ def _one_json(stdout: str) -> dict:
 
 
 def _check_contract(data: dict) -> None:
-    assert set(data) == {"question", "answer", "citations", "abstained"}
+    assert set(data) == {"question", "answer", "outcome", "citations", "related", "abstained"}
+    assert data["outcome"] in ("answer", "suggest", "none")
+    assert data["abstained"] is (data["outcome"] != "answer")
+    assert isinstance(data["related"], list)
+    for suggested in data["related"]:
+        assert set(suggested) == set(CITATION_TYPES)
     assert isinstance(data["question"], str)
     assert isinstance(data["answer"], str)
     assert data["answer"]
@@ -144,7 +149,9 @@ def test_ask_json_out_of_scope_abstains(prebuilt):
     data = _one_json(result.stdout)
     _check_contract(data)
     assert data["abstained"] is True
+    assert data["outcome"] == "none"
     assert data["citations"] == []
+    assert data["related"] == []
     assert "support@junipeer.io" in data["answer"]
 
 

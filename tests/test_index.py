@@ -119,7 +119,7 @@ def test_manifest_records_what_the_index_depends_on(built, corpus_copy, out):
     assert manifest["corpus"] == {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(corpus_copy.iterdir())
     }
-    assert set(manifest["corpus"]) == {"error-codes.txt", "faq.txt"}
+    assert set(manifest["corpus"]) == {"error-codes.txt", "faq.txt", "synonyms.txt"}
     assert manifest["chunking"] == {"max_tokens": 256, "encoding": ENCODING}
     assert manifest["entries"] == len(built.entries) >= 70
     assert manifest["chunks"] == len(built.chunks)

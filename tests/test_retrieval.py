@@ -386,7 +386,8 @@ def test_langchain_retriever_returns_documents_with_metadata(real_bot):
     assert first.metadata["title"] == "FORTNOX_FISCAL_YEAR"
     assert first.metadata["kind"] == "error_code"
     assert first.metadata["severity"] == "Error"
-    assert first.metadata["source"] == "error-codes.txt"
+    assert first.metadata["source"] == f"error-codes.txt:{first.metadata['line']}"
+    assert first.metadata["file"] == "error-codes.txt"
     assert isinstance(first.metadata["line"], int)
     assert first.metadata["line"] > 1
     assert "Fiscal year not available" in first.page_content
