@@ -122,7 +122,11 @@ class SupportBot:
         return systems_of(self.index.entries)
 
     def warm_up(self) -> None:
-        """Load the model and run one query now, so the first real answer is fast."""
+        """Load the model and the word list and run one query now, so the first answer is fast."""
+        from ingest.keyword import english_words
+
+        # Typo correction reads the English word list on first need (~0.3 s).
+        english_words()
         self.answer("warm up: how do I check if my data has been synced?")
 
     def with_retrieval_mode(self, mode: str) -> SupportBot:

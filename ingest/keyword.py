@@ -111,7 +111,8 @@ def english_words() -> dict[str, int]:
     first use (~0.2 s), which only questions with a word the corpus lacks ever need.
     """
     raw = resources.files("spellchecker").joinpath("resources/en.json.gz").read_bytes()
-    return {str(w): int(n) for w, n in json.loads(gzip.decompress(raw)).items()}
+    counts: dict[str, int] = json.loads(gzip.decompress(raw))
+    return counts
 
 
 def is_english_word(word: str) -> bool:

@@ -40,10 +40,10 @@ TARGETS = {
 HELD_OUT_FLOOR = {
     "hit@1": 0.91,
     "found": 0.99,
-    "oos_answered": 0.13,
+    "oos_answered": 0.125,
     "in_scope_none": 0.0,
-    "in_scope_suggest": 0.08,
-    "fact_recall": 0.88,
+    "in_scope_suggest": 0.07,
+    "fact_recall": 0.9,
 }
 TARGETS_NOT_MET = {"hit@1", "oos_answered", "in_scope_suggest"}
 
@@ -52,7 +52,6 @@ KNOWN_MISSES = {
     "code-error-message-2": "suggest (ERROR_MESSAGE suggested first)",
     "faq-contact-2": "suggest (contact FAQ suggested first)",
     "faq-check-1": "answered from COMMON_FORTNOX_ERRORS_EXPLAINED",
-    "faq-missing-1": "suggest (expected FAQ suggested first)",
     "faq-custom-1": "suggest (expected FAQ suggested first)",
     "faq-pricing-2": "suggest (pricing FAQ suggested first)",
     "faq-stopped-1": "suggest (expected FAQ suggested first)",
