@@ -446,11 +446,13 @@ def gaps(
     settings = _settings()
     feedback_rows, abstentions = _read_database(settings, fetch_feedback, fetch_abstentions)
     report = utf8_safe_data(gap_report(feedback_rows, abstentions))
-    candidates = utf8_safe_data(
-        _vocabulary_candidates(settings, [row["question"] for row in abstentions])
-    )
+    candidates: list[dict[str, object]] | None = None
+    if vocabulary or not as_json:
+        candidates = _vocabulary_candidates(settings, [row["question"] for row in abstentions])
     if vocabulary:
         if as_json:
+            if candidates is None:
+                raise _fail("Candidate words need a current index: run `supportbot ingest` first.")
             typer.echo(json.dumps(candidates, ensure_ascii=False, indent=1))
             return
         _print_candidates(candidates)
@@ -471,17 +473,33 @@ def gaps(
     _print_candidates(candidates)
 
 
-def _vocabulary_candidates(settings: Settings, questions: list[str]) -> list[dict[str, object]]:
-    """Candidate words for the synonyms file from the unanswered questions."""
+def _vocabulary_candidates(
+    settings: Settings, questions: list[str]
+) -> list[dict[str, object]] | None:
+    """Candidate words for the synonyms file from the unanswered questions.
+
+    None when there is no current index to compare with: a report never builds one.
+    """
     if not questions:
         return []
+    from bot.service import SupportBot
+    from ingest.index import CorpusError, IndexUnavailableError
     from ingest.synonyms import candidate_words
 
-    retriever = _load_bot(settings).retriever
-    return candidate_words(questions, retriever.uncovered_words)
+    settings = settings.model_copy(deep=True)
+    settings.index.auto_rebuild = False
+    try:
+        retriever = SupportBot.from_settings(settings).retriever
+    except (IndexUnavailableError, CorpusError) as exc:
+        logger.debug("No index for candidate words: %s", exc)
+        return None
+    return utf8_safe_data(candidate_words(questions, retriever.uncovered_words))
 
 
-def _print_candidates(candidates: list[dict[str, object]]) -> None:
+def _print_candidates(candidates: list[dict[str, object]] | None) -> None:
+    if candidates is None:
+        typer.echo("Candidate words need a current index: run `supportbot ingest` first.")
+        return
     if not candidates:
         typer.echo("No candidate words: no word recurs in unanswered questions.")
         return

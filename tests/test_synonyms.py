@@ -149,3 +149,44 @@ def test_gap_candidates_are_words_recurring_in_unanswered_questions():
     assert [(c["word"], c["questions"]) for c in found] == [("subscription", 3), ("cancel", 2)]
     assert found[0]["examples"][0] == "How do I cancel my Junipeer subscription?"
     assert candidate_words([], uncovered) == []
+
+
+@pytest.mark.model
+async def test_gaps_proposes_words_of_unanswered_questions(tmp_path, real_bot, real_index_dir):
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+    from bot.persistence import create_schema_async, make_data_layer
+    from tests.test_persistence import _step, _use_chainlit_context
+
+    _use_chainlit_context()
+    url = f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}"
+    await create_schema_async(url)
+    layer = make_data_layer(url)
+    for n, question in enumerate(
+        ["How do I cancel my Junipeer subscription?", "is there a subscription for students?"]
+    ):
+        step = _step(
+            f"00000000-0000-0000-0000-00000000000{n}",
+            "assistant_message",
+            "I have no information on …",
+            createdAt=f"2026-01-01T10:0{n}:00Z",
+            metadata={"kind": "answer", "question": question, "abstained": True},
+        )
+        await layer.update_thread(step["threadId"], name=question)
+        await layer.create_step(step)
+    await layer.close()
+
+    env = {"SUPPORTBOT_CHAT__DATABASE_URL": url, "SUPPORTBOT_INDEX__DIR": str(real_index_dir)}
+    result = CliRunner().invoke(app, ["gaps", "--vocabulary", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    (candidate,) = json.loads(result.stdout)
+    assert (candidate["word"], candidate["questions"]) == ("subscription", 2)
+    plain = CliRunner().invoke(app, ["gaps"], env=env)
+    assert plain.exit_code == 0, plain.output
+    assert "candidates for corpus/synonyms.txt" in plain.stdout
+    missing = {**env, "SUPPORTBOT_INDEX__DIR": str(tmp_path / "no-index")}
+    no_index = CliRunner().invoke(app, ["gaps"], env=missing)
+    assert no_index.exit_code == 0, no_index.output
+    assert "need a current index" in no_index.stdout
+    assert not (tmp_path / "no-index").exists()
