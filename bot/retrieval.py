@@ -139,6 +139,18 @@ class _Template:
     # dedicated entry for the same error, which should come first.
     dedicated: tuple[str, ...] = ()
     words_of: tuple[str, ...] = ()  # the message's words, towards which typos are corrected
+    # Words any match must contain: a text lacking one is skipped without running the regex.
+    required: frozenset[str] = frozenset()
+
+
+def _required_words(message: str) -> frozenset[str]:
+    """The words of a document message that every match contains (not X, a/b or (123))."""
+    required: set[str] = set()
+    for token in normalize_text(message).split():
+        if re.fullmatch(r"\(\d{4,}\)", token) or "/" in token:
+            continue
+        required.update(w for w in _words(token) if w != "x")
+    return frozenset(required)
 
 
 def _template_pattern(message: str) -> re.Pattern[str] | None:
@@ -276,7 +288,17 @@ class HybridRetriever:
                             for variant in filter(None, (part.message, part.gloss)):
                                 dedicated += own_messages.get(" ".join(_words(variant)), [])
                 words = tuple(_words(message))
-                out.append(_Template(e.id, pattern, len(words), own, tuple(dedicated), words))
+                out.append(
+                    _Template(
+                        e.id,
+                        pattern,
+                        len(words),
+                        own,
+                        tuple(dedicated),
+                        words,
+                        _required_words(message),
+                    )
+                )
         return out
 
     # -- exact lookups -------------------------------------------------------
@@ -323,8 +345,12 @@ class HybridRetriever:
     def _match_messages(self, texts: list[str]) -> list[tuple[str, str, int]]:
         """(entry id, "message", strength) for every document message found in the texts."""
         found: list[tuple[str, str, int]] = []
+        word_sets = [set(text.split()) for text in texts]
         for t in self._templates:
-            if any(t.pattern.search(text) for text in texts):
+            if any(
+                t.required <= words and t.pattern.search(text)
+                for text, words in zip(texts, word_sets, strict=True)
+            ):
                 # Longer messages are more specific; an entry's own message beats the same
                 # message quoted in a grouped entry.
                 found.append((t.entry_id, "message", 500 + 2 * t.words + (1 if t.own else 0)))
@@ -571,12 +597,13 @@ class HybridRetriever:
         for word in _WORD_RE.findall(normalize_text(translated)):
             if len(word) < 3 or word.isdigit() or word in STOPWORDS or word in covered:
                 continue
-            if word in _CONTRACTED or is_everyday_word(word):
-                continue
-            if word in self._raw_vocabulary:
+            # Cheapest first: the English word list is only read when it is needed.
+            if word in self._raw_vocabulary or word in _CONTRACTED:
                 continue
             token = tokenize(word)
             if token and self._typos.correct(token[0]) in self._vocabulary_set:
+                continue
+            if is_everyday_word(word):
                 continue
             out[word] = None
         return tuple(out)
