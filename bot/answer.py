@@ -19,7 +19,7 @@ from bot.retrieval import HybridRetriever, Retrieval
 from bot.safe_text import utf8_safe
 from ingest.chunking import heading_text, token_counter, truncate_tokens
 from ingest.entries import Entry
-from ingest.keyword import tokenize
+from ingest.keyword import is_english_word, tokenize
 
 if TYPE_CHECKING:  # the LLM mode is optional; its classes are slow to import
     from langchain_core.language_models import BaseChatModel
@@ -144,10 +144,13 @@ def abstain_text(
 ) -> str:
     """The honest "not in the knowledge base" answer with the route to a human.
 
-    Names what was asked and not found, and the question's words the knowledge base
-    never uses; with ``related`` entries (outcome "suggest") lists them to open.
+    With ``related`` entries (outcome "suggest", a near miss) it names what was asked and
+    not found and the question's English words the knowledge base never uses, and lists
+    the entries to open. Without (outcome "none") it repeats nothing of the question:
+    nonsense, markup and injected instructions are not echoed back.
     """
-    topic = asked_topic(question)
+    topic = asked_topic(question) if related else ""
+    uncovered = [w for w in uncovered if is_english_word(w)] if related else []
     lines = [
         f"I have no information on {topic} in the Junipeer knowledge base, so I won't guess."
         if topic

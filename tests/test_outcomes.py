@@ -72,6 +72,17 @@ def test_suggest_text_names_the_gap_the_closest_entries_and_a_human():
     plain = abstain_text([CONTACT], AnswerSettings(), "asdfgh qwerty")
     assert plain.startswith("I could not find this in the Junipeer knowledge base")
     assert "closest entries" not in plain
+    # Outcome none repeats nothing of the question (markup, injected instructions).
+    hostile = abstain_text(
+        [CONTACT], AnswerSettings(), "How do I become a pirate?", ("pirate", "onerror")
+    )
+    assert "pirate" not in hostile
+    # A suggestion names only real words the knowledge base lacks.
+    near = abstain_text(
+        [CONTACT], AnswerSettings(), "Do you offer SSO?", ("onerror", "subscription"), [PRICING]
+    )
+    assert '"subscription"' in near
+    assert "onerror" not in near
 
 
 def test_outcome_follows_abstention_and_suggestions_in_json():
