@@ -26,8 +26,10 @@ import asyncio
 import base64
 import errno
 import json
+import logging
 import sqlite3
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
@@ -41,6 +43,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from bot.safe_text import utf8_safe_data
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 # The schema of chainlit 2.12's SQLAlchemyDataLayer (its SQL in
 # chainlit/data/sql_alchemy.py and the documented schema), idempotent. Types are
@@ -118,10 +122,40 @@ SCHEMA: tuple[str, ...] = (
     'CREATE INDEX IF NOT EXISTS steps_thread_idx ON steps ("threadId")',
     'CREATE INDEX IF NOT EXISTS threads_user_idx ON threads ("userId")',
     'CREATE INDEX IF NOT EXISTS feedbacks_for_idx ON feedbacks ("forId")',
+    # The project's own tables: what several replicas must share beyond Chainlit's.
+    # A conversation's follow-up state, keyed by Chainlit's session id (the browser tab,
+    # which survives reconnects and failover; the thread id changes on another replica).
+    """CREATE TABLE IF NOT EXISTS supportbot_conversations (
+        "session_id" TEXT PRIMARY KEY,
+        "thread_id" TEXT,
+        "state" TEXT NOT NULL,
+        "updated_at" DOUBLE PRECISION NOT NULL
+    )""",
+    # One row per accepted message, for the rate limit every replica applies.
+    """CREATE TABLE IF NOT EXISTS supportbot_rate_events (
+        "client" TEXT NOT NULL,
+        "at" DOUBLE PRECISION NOT NULL
+    )""",
+    'CREATE INDEX IF NOT EXISTS supportbot_rate_idx ON supportbot_rate_events ("client", "at")',
+    # Index builds published by `supportbot ingest`, for replicas without a shared disk.
+    """CREATE TABLE IF NOT EXISTS supportbot_index_builds (
+        "build" TEXT PRIMARY KEY,
+        "published_at" DOUBLE PRECISION NOT NULL,
+        "manifest" TEXT NOT NULL,
+        "files" BYTEA NOT NULL
+    )""",
 )
+
+# Any fixed number: the PostgreSQL advisory lock serialising schema creation. Replicas
+# starting together would otherwise race in CREATE TABLE IF NOT EXISTS, which is not
+# safe concurrently there (a duplicate-key error on the system catalogue).
+SCHEMA_LOCK_KEY = 7_201_326_517
 
 # Seconds a SQLite writer waits for a lock before failing ("database is locked").
 SQLITE_BUSY_TIMEOUT_S = 15
+# Seconds to connect to PostgreSQL, and for one statement, before giving up.
+PG_CONNECT_TIMEOUT_S = 5
+PG_COMMAND_TIMEOUT_S = 15
 # Largest element kept inline as a data: URL; citation texts are a few kB.
 MAX_INLINE_ELEMENT_BYTES = 256_000
 
@@ -151,8 +185,15 @@ def is_sqlite(url: str) -> bool:
 
 
 def connect_args(url: str) -> dict[str, Any]:
-    """Driver arguments for the URL: a generous lock timeout on SQLite."""
-    return {"timeout": SQLITE_BUSY_TIMEOUT_S} if is_sqlite(url) else {}
+    """Driver arguments: a generous lock timeout on SQLite, bounded waits on PostgreSQL.
+
+    A PostgreSQL server that cannot be reached fails a connect within
+    :data:`PG_CONNECT_TIMEOUT_S` (asyncpg waits 60 s by default), so start-up reports it
+    promptly and a replica keeps answering while the database is gone.
+    """
+    if is_sqlite(url):
+        return {"timeout": SQLITE_BUSY_TIMEOUT_S}
+    return {"timeout": PG_CONNECT_TIMEOUT_S, "command_timeout": PG_COMMAND_TIMEOUT_S}
 
 
 def _ensure_sqlite_folder(url: str) -> None:
@@ -166,11 +207,30 @@ def _ensure_sqlite_folder(url: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
 
 
-def _engine(url: str) -> AsyncEngine:
+def engine_options(url: str, pool_size: int = 5) -> dict[str, Any]:
+    """Keyword arguments for ``create_async_engine``: driver arguments and pool size.
+
+    ``pool_size`` is the connections one process keeps open to PostgreSQL (as many again
+    may be opened under bursts); SQLite keeps SQLAlchemy's own pool.
+    """
+    options: dict[str, Any] = {"connect_args": connect_args(url)}
+    if not is_sqlite(url):
+        # pool_pre_ping: a connection the server dropped (restart, failover) is replaced
+        # instead of failing the next query.
+        options.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return options
+
+
+def make_engine(url: str, pool_size: int = 5) -> AsyncEngine:
+    """An async engine for the chat database (SQLite folder created, adapters set)."""
     if is_sqlite(url):
         register_sqlite_adapters()
         _ensure_sqlite_folder(url)
-    return create_async_engine(url, connect_args=connect_args(url))
+    return create_async_engine(url, **engine_options(url, pool_size))
+
+
+def _engine(url: str) -> AsyncEngine:
+    return make_engine(url, pool_size=1)
 
 
 class DatabaseError(RuntimeError):
@@ -190,11 +250,18 @@ def _sync(url: str, factory: Callable[[], Awaitable[T]]) -> T:
     try:
         return _run(factory)
     except (SQLAlchemyError, OSError, ValueError, ImportError) as exc:
-        reason = getattr(exc, "orig", None) or exc
-        first_line = (str(reason).strip().splitlines() or [type(reason).__name__])[0]
-        if isinstance(exc, ImportError):
-            first_line = f"its driver is not installed ({first_line})"
-        raise DatabaseError(f"Cannot use the chat database {shown_url(url)}: {first_line}") from exc
+        raise DatabaseError(describe_error(url, exc)) from exc
+
+
+def describe_error(url: str, exc: BaseException) -> str:
+    """One line naming the database (without password) and why it cannot be used."""
+    reason = getattr(exc, "orig", None) or exc
+    first_line = (str(reason).strip().splitlines() or [""])[0] or type(reason).__name__
+    if isinstance(exc, ImportError):
+        first_line = f"its driver is not installed ({first_line})"
+    if not url:
+        return first_line
+    return f"Cannot use the chat database {shown_url(url)}: {first_line}"
 
 
 def _run(factory: Callable[[], Awaitable[T]]) -> T:
@@ -229,6 +296,10 @@ async def create_schema_async(url: str) -> None:
         async with engine.begin() as conn:
             if is_sqlite(url):
                 await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            else:
+                # Held until this transaction ends: one replica creates, the others wait
+                # and then find every table there.
+                await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
             for statement in SCHEMA:
                 await conn.exec_driver_sql(statement)
     finally:
@@ -279,31 +350,65 @@ def _inline_storage_client() -> Any:
     return InlineTextStorage()
 
 
-def make_data_layer(url: str) -> Any:
+def make_data_layer(url: str, pool_size: int = 5) -> Any:
     """Chainlit's ``SQLAlchemyDataLayer`` for the URL, ready for SQLite or PostgreSQL.
+
+    Feedback that cannot be stored fails its request (the merchant sees it was not
+    saved) instead of being acknowledged and lost: the stock layer swallows database
+    errors and answers with an id either way.
 
     Call :func:`create_schema` (or :func:`create_schema_async`) before first use.
     """
     from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import sessionmaker
 
-    class Utf8SafeDataLayer(SQLAlchemyDataLayer):
-        """Replaces lone surrogates in everything it writes.
+    class SupportDataLayer(SQLAlchemyDataLayer):
+        """The stock layer with a sized pool, safe text and reported feedback failures.
 
-        Both sqlite3 and asyncpg refuse them, and Chainlit only logs the failure: a
-        message, a thread name or a feedback comment holding one was silently not saved.
+        Lone surrogates are replaced in everything it writes: both sqlite3 and asyncpg refuse lone surrogates, and Chainlit only logs the
+        failure: a message, a thread name or a feedback comment holding one was silently
+        not saved.
         """
 
         async def execute_sql(self, query: str, parameters: dict) -> Any:
             return await super().execute_sql(query, utf8_safe_data(parameters))
 
-    if is_sqlite(url):
-        register_sqlite_adapters()
-        _ensure_sqlite_folder(url)
-    return Utf8SafeDataLayer(
+        async def upsert_feedback(self, feedback: Any) -> str:
+            from dataclasses import asdict
+
+            feedback.id = feedback.id or str(uuid.uuid4())
+            # The stock layer's statement, but its errors propagate (HTTP 500 to the UI).
+            params = utf8_safe_data({k: v for k, v in asdict(feedback).items() if v is not None})
+            columns = ", ".join(f'"{k}"' for k in params)
+            values = ", ".join(f":{k}" for k in params)
+            updates = ", ".join(f'"{k}" = :{k}' for k in params if k != "id")
+            sql = text(
+                f"INSERT INTO feedbacks ({columns}) VALUES ({values}) "
+                f'ON CONFLICT ("id") DO UPDATE SET {updates}'
+            )
+            async with self.async_session() as session:
+                try:
+                    await session.execute(sql, params)
+                    await session.commit()
+                except Exception:
+                    await session.rollback()
+                    log.exception("Feedback %s could not be stored", feedback.id)
+                    raise
+            feedback_id = str(feedback.id)
+            return feedback_id
+
+    layer = SupportDataLayer(
         conninfo=url,
         connect_args=connect_args(url),
         storage_provider=_inline_storage_client(),
     )
+    # The stock layer builds its engine with default pool arguments; use ours.
+    layer.engine = make_engine(url, pool_size)
+    layer.async_session = sessionmaker(  # type: ignore[call-overload]
+        bind=layer.engine, expire_on_commit=False, class_=AsyncSession
+    )
+    return layer
 
 
 # -- reading back (for the CLI) ---------------------------------------------------------

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +102,32 @@ def real_bot(real_embedder: Embeddings, real_index_dir: Path) -> Any:
         settings = make_settings(real_index_dir)
     index = open_index(real_index_dir, index_config(settings), real_embedder, auto_rebuild=True)
     return SupportBot(settings, index, real_embedder)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A throwaway PostgreSQL server (Debian's package) on a free loopback port.
+
+    Not skipped when PostgreSQL is missing: ``scripts/test.sh`` installs it, and a run
+    without it fails here with the command to install it.
+    """
+    from bot.cluster import start_postgres, stop_postgres
+
+    # Not under pytest's tmp folder: that is private to root, and the server runs as
+    # the postgres user.
+    root = Path(tempfile.mkdtemp(prefix="supportbot-pg-"))
+    pg = start_postgres(root)
+    try:
+        yield pg
+    finally:
+        stop_postgres(pg)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty chat database, once on SQLite (a file) and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'nested' / 'chat.db'}"
+    pg = request.getfixturevalue("postgres")
+    return pg.create_database(f"t_{uuid.uuid4().hex[:12]}")
