@@ -28,6 +28,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -41,7 +42,8 @@ from pydantic import SecretStr
 from bot import chat_render as render
 from bot.answer_types import DraftStyle, Turn
 from bot.config import REPO_ROOT, Settings, load_settings
-from bot.persistence import create_schema_async, make_data_layer
+from bot.persistence import DatabaseError, create_schema_async, describe_error, make_data_layer
+from bot.shared_state import SharedState, open_shared_state
 from bot.web_guard import (
     MESSAGE_REFUSED,
     NOT_YOURS,
@@ -58,6 +60,7 @@ from bot.web_guard import (
 os.environ.setdefault("CHAINLIT_APP_ROOT", str(REPO_ROOT))
 
 import chainlit as cl  # noqa: E402
+import chainlit.config as _chainlit_config  # noqa: E402
 from chainlit.auth.jwt import decode_jwt  # noqa: E402
 from chainlit.config import config as chainlit_config  # noqa: E402
 from chainlit.context import init_ws_context  # noqa: E402
@@ -74,6 +77,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def use_own_files_folder() -> Path:
+    """Give this server process a Chainlit files folder no other instance uses.
+
+    Chainlit writes every element of a session (our sources) under
+    ``<app root>/.files/<session>`` and deletes the whole ``.files`` folder when a server
+    stops. Two instances started from one checkout (merchant and agent) would share it,
+    and stopping one would break every answer with sources on the other. Each process
+    therefore gets a fresh folder of its own under the system's temporary folder
+    (``TMPDIR``), which Chainlit still deletes when this process stops.
+
+    Returns:
+        The folder now used for this process's session files.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="supportbot-files-"))
+    _chainlit_config.FILES_DIRECTORY = folder
+    # chainlit.server copied the name at import (used at shutdown to delete the folder).
+    if (server := sys.modules.get("chainlit.server")) is not None:
+        server.FILES_DIRECTORY = folder  # type: ignore[attr-defined]
+    return folder
+
+
 def agent_mode(settings: Settings) -> bool:
     """True when this instance offers the support-agent profile (and so requires login)."""
     chat = settings.chat
@@ -86,6 +110,11 @@ SETTINGS = load_settings()
 AGENT_MODE = agent_mode(SETTINGS)
 _bot: SupportBot | None = None
 _bot_lock = threading.Lock()
+# Conversation state and rate-limit counters every replica shares (the chat database).
+_shared: SharedState | None = None
+# Seconds a shared-state read or write may take before this replica carries on without
+# it (answers must not wait for a database that is gone).
+SHARED_STATE_TIMEOUT_S = 2.0
 
 
 def get_bot() -> SupportBot:
@@ -108,16 +137,36 @@ async def bot() -> SupportBot:
 
 @cl.on_app_startup
 async def _startup() -> None:
-    await create_schema_async(SETTINGS.chat.database_url)
-    await GUARD_STORE.create_schema()
+    global _shared
+    log.info("Session files of this instance go to %s", use_own_files_folder())
+    url = SETTINGS.chat.database_url
+    try:
+        await create_schema_async(url)
+        await GUARD_STORE.create_schema()
+    except Exception as exc:  # noqa: BLE001 - any driver error: one line, then stop
+        message = exc if isinstance(exc, DatabaseError) else describe_error(url, exc)
+        # Not a traceback from the server's start-up: one line saying what to fix.
+        sys.stderr.write(f"{message}\n")
+        sys.stderr.flush()
+        os._exit(3)
+    _shared = open_shared_state(url, SETTINGS.chat.database_pool_size)
     # Chainlit runs this before the server accepts connections: loading the model and the
     # index here means that once the server is up, the first answer comes at once.
     await asyncio.to_thread(get_bot)
+    if SETTINGS.index.reload_interval_s > 0:
+        from bot.index_watch import watch_index
+
+        task = asyncio.create_task(watch_index(get_bot(), _shared, SETTINGS))
+        _background.add(task)
+
+
+# Strong references to background tasks (the event loop keeps only weak ones).
+_background: set[asyncio.Task] = set()
 
 
 @cl.data_layer
 def _data_layer() -> Any:
-    layer = make_data_layer(SETTINGS.chat.database_url)
+    layer = make_data_layer(SETTINGS.chat.database_url, SETTINGS.chat.database_pool_size)
     update_thread = layer.update_thread
     limit = SETTINGS.security.max_thread_name_chars
 
@@ -129,6 +178,17 @@ def _data_layer() -> Any:
 
     layer.update_thread = update_thread_named_within_limit
     return layer
+
+
+async def _shared_call(what: str, call: Callable[[SharedState], Awaitable[Any]]) -> Any:
+    """A shared-state call, or None when the database is unavailable (logged)."""
+    if _shared is None:
+        return None
+    try:
+        return await asyncio.wait_for(call(_shared), SHARED_STATE_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - the chat goes on without the database
+        log.warning("Shared state unavailable (%s): %s", what, describe_error("", exc))
+        return None
 
 
 if AGENT_MODE:
@@ -417,21 +477,24 @@ def _profile() -> str:
     return render.AGENT if AGENT_MODE and profile == render.AGENT else render.MERCHANT
 
 
-async def _send_settings() -> None:
+async def _send_settings(current: dict[str, Any] | None = None) -> None:
     systems = (await bot()).systems()
+    current = current or {}
+    severities = render.severity_choices()
+    system_names = render.system_choices(systems)
     await cl.ChatSettings(
         [
             Select(
                 id="severity",
                 label="Only this severity",
-                values=render.severity_choices(),
-                initial_index=0,
+                values=severities,
+                initial_index=render.choice_index(severities, current.get("severity")),
             ),
             Select(
                 id="system",
                 label="Only this system",
-                values=render.system_choices(systems),
-                initial_index=0,
+                values=system_names,
+                initial_index=render.choice_index(system_names, current.get("system")),
             ),
         ]
     ).send()
@@ -441,19 +504,39 @@ def _history() -> list[Turn]:
     return render.turns_from_session(cl.user_session.get("history"))
 
 
-def _set_history(turns: list[Turn]) -> None:
-    cl.user_session.set("history", render.turns_to_session(turns))
+async def _set_history(turns: list[Turn]) -> None:
+    """Keep the follow-up state in this session and in the database for other replicas."""
+    history = render.turns_to_session(turns)
+    cl.user_session.set("history", history)
+    session = cl.context.session
+    state = {"history": history, "chat_settings": cl.user_session.get("chat_settings") or {}}
+    await _shared_call(
+        "saving the conversation",
+        lambda shared: shared.save_conversation(session.id, session.thread_id, state),
+    )
 
 
 @cl.on_chat_start
 async def _chat_start() -> None:
-    _set_history([])
+    # After a failover the browser reconnects to another replica with the same session
+    # id: continue the conversation (history and filters) from the database.
+    session_id = cl.context.session.id
+    stored = await _shared_call(
+        "reading the conversation", lambda shared: shared.load_conversation(session_id)
+    )
+    if stored:
+        cl.user_session.set(
+            "history", render.turns_to_session(render.turns_from_session(stored.get("history")))
+        )
+        await _send_settings(stored.get("chat_settings") or {})
+        return
+    cl.user_session.set("history", [])
     await _send_settings()
 
 
 @cl.on_chat_resume
 async def _chat_resume(thread: dict) -> None:
-    _set_history(render.turns_from_steps(thread.get("steps") or []))
+    await _set_history(render.turns_from_steps(thread.get("steps") or []))
     await _send_settings()
 
 
@@ -485,11 +568,41 @@ async def _stream(rendered: render.RenderedMessage, actions: list[cl.Action]) ->
     return msg
 
 
-def _rate_limit_wait() -> float:
+def _client_keys() -> tuple[str, str]:
+    session = cl.context.session
+    environ = getattr(session, "environ", None) or {}
+    scope = environ.get("asgi.scope") or {}
+    headers = {
+        k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or ()
+    }
+    peer = environ.get("REMOTE_ADDR") or (scope.get("client") or [None])[0]
+    trusted = [p.strip() for p in SETTINGS.chat.trusted_proxies.split(",") if p.strip()]
+    address = render.client_address(peer, headers, trusted)
+    user = session.user.identifier if getattr(session, "user", None) else None
+    return render.rate_limit_keys(session.id, user, address)
+
+
+async def _rate_limit_wait() -> float:
+    """Seconds the client must wait before this message is accepted (0: accepted).
+
+    Counted in the chat database per conversation and per client address, so neither a
+    reconnect nor another replica resets it. Without the database, this process's own
+    per-session count applies.
+    """
+    chat = SETTINGS.chat
+    conversation, address = _client_keys()
+
+    async def admit(shared: SharedState) -> float:
+        wait = await shared.admit(conversation, chat.rate_limit_per_minute)
+        if wait:
+            return wait
+        return await shared.admit(address, chat.rate_limit_per_address_per_minute)
+
+    wait = await _shared_call("rate limit", admit)
+    if wait is not None:
+        return wait
     wait, times = render.rate_limit(
-        cl.user_session.get("message_times") or [],
-        time.time(),
-        SETTINGS.chat.rate_limit_per_minute,
+        cl.user_session.get("message_times") or [], time.time(), chat.rate_limit_per_minute
     )
     cl.user_session.set("message_times", times)
     return wait
@@ -497,7 +610,7 @@ def _rate_limit_wait() -> float:
 
 async def _guarded(work: Callable[[], Awaitable[None]]) -> None:
     """Run one user request: rate-limited, and never showing the user a raw exception."""
-    if wait := _rate_limit_wait():
+    if wait := await _rate_limit_wait():
         await cl.Message(content=render.rate_limited_text(wait)).send()
         return
     try:
@@ -540,7 +653,7 @@ async def _answer(question: str) -> None:
             f"{rendered.content}\n\n{notice}", rendered.elements, rendered.metadata
         )
     await _stream(rendered, [_handoff_action()])
-    _set_history(render.add_turns(history, question, answer))
+    await _set_history(render.add_turns(history, question, answer))
 
 
 async def _draft(ticket: str, style: DraftStyle) -> None:

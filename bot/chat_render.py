@@ -454,3 +454,40 @@ def thread_name(text: str, limit: int) -> str:
     """A conversation's name from its first message: one line, at most ``limit`` characters."""
     name = " ".join(text.split())
     return name if len(name) <= limit else name[: limit - 1].rstrip() + "…"
+
+
+def client_address(
+    peer: str | None, headers: Mapping[str, str], trusted_proxies: Sequence[str]
+) -> str:
+    """The client's address for the rate limit: a trusted proxy's header, else the peer.
+
+    Args:
+        peer: The address of the direct peer (the proxy, behind nginx).
+        headers: Request headers, lower-case names.
+        trusted_proxies: Peers whose ``X-Real-IP`` / ``X-Forwarded-For`` are believed.
+    """
+    peer = (peer or "").strip() or "unknown"
+    if peer not in trusted_proxies:
+        return peer
+    real = (headers.get("x-real-ip") or "").strip()
+    if real:
+        return real
+    # The right-most entry was added by the proxy we trust; earlier ones could be forged.
+    forwarded = [p.strip() for p in (headers.get("x-forwarded-for") or "").split(",")]
+    return next((p for p in reversed(forwarded) if p), peer)
+
+
+def rate_limit_keys(session_id: str, user: str | None, address: str) -> tuple[str, str]:
+    """(conversation key, address key) the rate limit counts messages under.
+
+    A logged-in user is one conversation key however many tabs they open; an anonymous
+    merchant's key is the Chainlit session id of the tab, which it keeps across
+    reconnects and failover. The address key bounds what one address sends in total.
+    """
+    conversation = f"user:{user}" if user else f"session:{session_id}"
+    return conversation, f"address:{address}"
+
+
+def choice_index(choices: Sequence[str], value: object) -> int:
+    """Position of a stored setting among a menu's choices (0, "Any", when gone)."""
+    return choices.index(value) if value in choices else 0

@@ -210,7 +210,28 @@ def ingest(
     )
     typer.echo(f"Chunks: {len(index.chunks)}")
     typer.echo(f"Index: {settings.index.dir}")
+    if settings.index.publish:
+        _publish(settings)
     typer.echo(f"Took {time.perf_counter() - started:.1f} s")
+
+
+def _publish(settings: Settings) -> None:
+    """Publish the new build to the chat database, where every replica looks for it."""
+    from bot.persistence import DatabaseError
+    from bot.shared_state import publish_saved_build
+    from ingest.index import current_build
+
+    try:
+        name = publish_saved_build(settings.chat.database_url, current_build(settings.index.dir))
+    except DatabaseError as exc:
+        # The build on disk is complete and servers sharing this disk load it; say plainly
+        # that replicas elsewhere will not.
+        console.print(
+            f"[yellow]Not published to the chat database, so only servers reading "
+            f"{escape(str(settings.index.dir))} get this build: {escape(str(exc))}[/yellow]"
+        )
+        return
+    typer.echo(f"Published: build {name} (running chat servers switch to it)")
 
 
 @app.command()

@@ -93,6 +93,21 @@ class IndexSettings(BaseModel):
         default=True,
         description="Rebuild a missing or stale index on load instead of failing.",
     )
+    publish: bool = Field(
+        default=True,
+        description=(
+            "supportbot ingest also publishes the build to the chat database, so replicas "
+            "on other machines load it without a shared disk."
+        ),
+    )
+    reload_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        description=(
+            "Seconds between a chat server's checks for a newer index build (on disk and in "
+            "the chat database); it is swapped in between questions. 0: never reload."
+        ),
+    )
 
     _resolve_dir = field_validator("dir")(_in_repo)
 
@@ -239,8 +254,38 @@ class ChatSettings(BaseModel):
                 return prefix + str(REPO_ROOT / path)
         return url
 
+    database_pool_size: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description=(
+            "Connections each chat server keeps open to PostgreSQL (as many again under "
+            "bursts); mind the server's max_connections times the number of replicas."
+        ),
+    )
     rate_limit_per_minute: int = Field(
-        default=20, ge=1, description="Messages one chat session may send per minute."
+        default=20,
+        ge=1,
+        description=(
+            "Messages one conversation (browser tab, or logged-in user) may send per minute, "
+            "counted in the chat database: reconnecting or landing on another replica does "
+            "not reset it."
+        ),
+    )
+    rate_limit_per_address_per_minute: int = Field(
+        default=120,
+        ge=1,
+        description=(
+            "Messages all conversations from one client address may send per minute together "
+            "(an office behind one address shares it)."
+        ),
+    )
+    trusted_proxies: str = Field(
+        default="127.0.0.1,::1",
+        description=(
+            "Comma-separated addresses of proxies whose X-Real-IP / X-Forwarded-For header "
+            "names the client for the rate limit; other peers are taken as the client."
+        ),
     )
     stream_seconds: float = Field(
         default=0.15,

@@ -86,6 +86,21 @@ class SupportBot:
         )
         return cls(settings, index, embedder, load_chat_model(settings))
 
+    def swap_index(self, index: KnowledgeIndex) -> None:
+        """Serve ``index`` from now on (a newer build of the same model and chunking).
+
+        Questions being answered keep the retriever they started with; the next ones
+        use the new index. Built fully before the switch, which is one assignment.
+        """
+        old = self.index.manifest
+        if isinstance(self.embedder, LazyEmbeddings) and (
+            index.manifest.get("model"),
+            index.manifest.get("dimension"),
+        ) != (old.get("model"), old.get("dimension")):
+            self.embedder.expect(*index.reference_vectors())
+        retriever = HybridRetriever(index, self.embedder, self.settings.retrieval)
+        self.index, self.retriever = index, retriever
+
     def answer(
         self,
         question: str,

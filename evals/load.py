@@ -85,6 +85,8 @@ DEFAULT_PROFILE = "Merchant"
 QUESTION_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 30.0
 HTTP_TIMEOUT_S = 30.0
+# After a lone task_end on connect: how long to wait for on_chat_start to begin.
+RESTORED_WAIT_S = 1.0
 # The app's own failure reply (bot/app.py `_on_message`): an answer, but a failed one.
 FAILURE_PREFIX = "Sorry, something went wrong on our side"
 
@@ -136,6 +138,8 @@ class Exchange:
     feedback_value: int | None = None
     feedback_id: str | None = None
     error: str | None = None
+    # Names of the elements (sources) the server sent with the answer.
+    sources: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -251,6 +255,8 @@ class ChatSession:
         self._http: Any = None
         self._sio: Any = None
         self.lost: str | None = None
+        # The conversation's thread, sent again on reconnect as the browser does.
+        self.thread_id: str | None = None
 
     async def __aenter__(self) -> ChatSession:
         try:
@@ -291,7 +297,7 @@ class ChatSession:
         auth = {
             "clientType": "webapp",
             "sessionId": self.session_id,
-            "threadId": "",
+            "threadId": self.thread_id or "",
             "userEnv": "{}",
             "chatProfile": quote(self.profile) if self.profile else "",
         }
@@ -303,15 +309,36 @@ class ChatSession:
             wait_timeout=self.connect_timeout,
         )
         await self._sio.emit("connection_successful")
-        # Ready once on_chat_start has run: the first task_end after a task_start.
+        # Ready once on_chat_start has run: the first task_end after a task_start. A
+        # server that still holds this session (a reconnect to the same replica) runs
+        # nothing and sends a lone task_end; then no task_start follows within a moment.
         started = False
+        ended_alone = False
         async with asyncio.timeout(self.connect_timeout):
             while True:
-                event, _ = await self._next_event()
+                try:
+                    async with asyncio.timeout(RESTORED_WAIT_S if ended_alone else None):
+                        event, _ = await self._next_event()
+                except TimeoutError:
+                    return
                 if event == "task_start":
                     started = True
                 elif event == "task_end" and started:
                     return
+                elif event == "task_end":
+                    ended_alone = True
+
+    async def reconnect(self, url: str | None = None) -> None:
+        """Connect again with the same session id, as the browser does after a drop.
+
+        Args:
+            url: Another server to connect to (a failover), default the same one.
+        """
+        await self.close()
+        self.url = (url or self.url).rstrip("/")
+        self.lost = None
+        self._events = asyncio.Queue()
+        await self.connect()
 
     async def close(self) -> None:
         """Disconnect the socket and close the HTTP session (idempotent)."""
@@ -369,6 +396,7 @@ class ChatSession:
                     if data.get("parentId") == exchange.message_id:
                         exchange.run_id = data.get("id")
                         exchange.thread_id = data.get("threadId")
+                        self.thread_id = exchange.thread_id or self.thread_id
                 elif event == "stream_start" and exchange.run_id:
                     if data.get("parentId") == exchange.run_id and exchange.first_token_s is None:
                         exchange.first_token_s = time.perf_counter() - started
@@ -386,6 +414,8 @@ class ChatSession:
                     exchange.answer = str(data.get("output") or "")
                     if data.get("isError"):
                         exchange.error = f"server error message: {exchange.answer[:200]}"
+                elif event == "element" and exchange.run_id and data.get("name"):
+                    exchange.sources.append(str(data["name"]))
                 elif event == "task_end" and exchange.run_id:
                     break
         if exchange.answer_id is None and not exchange.error:

@@ -322,7 +322,9 @@ def save_index(index: KnowledgeIndex, out_dir: Path) -> Path:
         files["synonyms.json"] = sha256_bytes(
             _write_json(tmp / "synonyms.json", [r.to_dict() for r in index.synonyms])
         )
-        manifest = {**index.manifest, "files": files}
+        # The build's name travels with it (also when published to the database), so
+        # servers can tell which build they hold.
+        manifest = {**index.manifest, "build": build.name, "files": files}
         # The manifest is written last: a folder without it is never a valid build.
         _write_json(tmp / "manifest.json", manifest)
         index.manifest = manifest
@@ -403,15 +405,45 @@ def load_index(out_dir: Path, config: IndexConfig, embedder: Embeddings) -> Know
     build = current_build(out_dir)
     manifest = read_manifest(build)
     check_manifest(manifest, config, _model_name(embedder, config.model))
+    return index_from_files(_read_build_files(build), manifest, str(build))
+
+
+def _read_build_files(build: Path) -> dict[str, bytes]:
     raw: dict[str, bytes] = {}
     for name in INDEX_FILES:
         try:
             raw[name] = (build / name).read_bytes()
         except OSError as exc:
             raise CorruptIndexError(f"Index file {build / name} is missing ({exc}).") from exc
-        if sha256_bytes(raw[name]) != manifest["files"].get(name):
+    return raw
+
+
+def build_files(build: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """A saved build's manifest and files, as published for other machines."""
+    return read_manifest(build), _read_build_files(build)
+
+
+def index_from_files(raw: dict[str, bytes], manifest: dict[str, Any], where: str) -> KnowledgeIndex:
+    """The index held by a build's files, verified against its manifest.
+
+    Args:
+        raw: File name to bytes, for every name in :data:`INDEX_FILES`.
+        manifest: The build's manifest (with the sha256 of every file).
+        where: Where the build comes from, for messages.
+
+    Raises:
+        CorruptIndexError: A file is missing, does not match its checksum, cannot be
+            decoded, or disagrees with the manifest's counts and dimension.
+    """
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise CorruptIndexError(f"The index manifest of {where} is incomplete.")
+    for name in INDEX_FILES:
+        if name not in raw:
+            raise CorruptIndexError(f"Index file {name} of {where} is missing.")
+        if sha256_bytes(raw[name]) != files.get(name):
             raise CorruptIndexError(
-                f"Index file {build / name} does not match its checksum (truncated or edited)."
+                f"Index file {name} of {where} does not match its checksum (truncated or edited)."
             )
     try:
         vectors = faiss.deserialize_index(np.frombuffer(raw["faiss.index"], dtype=np.uint8))
@@ -420,7 +452,7 @@ def load_index(out_dir: Path, config: IndexConfig, embedder: Embeddings) -> Know
         chunks = [Chunk(**d) for d in json.loads(raw["chunks.json"])]
         synonyms = tuple(SynonymRule.from_dict(d) for d in json.loads(raw["synonyms.json"]))
     except Exception as exc:  # any decoding failure means the same thing to the user
-        raise CorruptIndexError(f"The index in {build} is unreadable ({exc}).") from exc
+        raise CorruptIndexError(f"The index in {where} is unreadable ({exc}).") from exc
     dimension = manifest.get("dimension")
     if (
         vectors.ntotal != len(chunks)
@@ -428,8 +460,48 @@ def load_index(out_dir: Path, config: IndexConfig, embedder: Embeddings) -> Know
         or vectors.d != dimension
         or titles.d != dimension
     ):
-        raise CorruptIndexError(f"The index in {build} is inconsistent with its manifest.")
+        raise CorruptIndexError(f"The index in {where} is inconsistent with its manifest.")
     return KnowledgeIndex(entries, chunks, vectors, titles, manifest, synonyms=synonyms)
+
+
+def check_compatible(manifest: dict[str, Any], config: IndexConfig, model_name: str) -> None:
+    """Raise StaleIndexError unless a build can replace the one being served.
+
+    Unlike :func:`check_manifest`, the corpus is not compared with the local folder: a
+    published build carries a newer corpus than a server on another machine has. The
+    format, the model (questions are embedded by the server's model) and the chunking
+    must match.
+    """
+    expected = {
+        "format_version": FORMAT_VERSION,
+        "model": model_name,
+        "chunking": {"max_tokens": config.chunk_tokens, "encoding": config.encoding},
+    }
+    for key, value in expected.items():
+        if manifest.get(key) != value:
+            raise StaleIndexError(
+                f"The index build {manifest.get('build', '?')} does not fit this server: "
+                f"its {key} is {manifest.get(key)!r}, not {value!r}."
+            )
+
+
+def is_newer(candidate: dict[str, Any], current: dict[str, Any]) -> bool:
+    """True when the ``candidate`` build was made after the ``current`` one.
+
+    Builds are ordered by build time, then by name (which starts with that time and ends
+    with a nanosecond stamp); a server never swaps back to an older build.
+    """
+    if candidate.get("build") == current.get("build"):
+        return False
+    return (str(candidate.get("built_at", "")), str(candidate.get("build", ""))) > (
+        str(current.get("built_at", "")),
+        str(current.get("build", "")),
+    )
+
+
+def model_name_of(embedder: Embeddings, configured: str) -> str:
+    """The model name an index built with ``embedder`` records in its manifest."""
+    return _model_name(embedder, configured)
 
 
 def ingest(

@@ -38,6 +38,8 @@ REPO = Path(__file__).resolve().parent.parent
 AGENT_USER, AGENT_PASSWORD = "agent", "secret-pw"
 # A load run asks back to back; the default 20 a minute per session would cut it short.
 LOAD_RATE_LIMIT = "1000"
+# A question whose answer always carries a source (an exact error-code lookup).
+CODE_QUESTION = "what is error 2000637"
 
 
 @dataclass
@@ -52,11 +54,15 @@ class ChatServer:
 
 
 def _spawn(
-    tmp: Path, index_dir: Path, extra_env: dict[str, str], log_name: str = "server.log"
+    tmp: Path,
+    index_dir: Path,
+    extra_env: dict[str, str],
+    log_name: str = "server.log",
+    database_url: str | None = None,
 ) -> ChatServer:
     """Start a server on a free port with the database ``tmp/chat.db``; wait until up."""
     db_path = tmp / "chat.db"
-    database_url = f"sqlite+aiosqlite:///{db_path}"
+    database_url = database_url or f"sqlite+aiosqlite:///{db_path}"
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SUPPORTBOT_")}
     env.pop("CHAINLIT_AUTH_SECRET", None)
     env.update(
@@ -214,6 +220,125 @@ def test_the_same_burst_without_a_chat_profile_is_fine(load_server: ChatServer) 
         load_server.url, 60, 1, feedback=False, profile=None, connect_timeout=10, overall_timeout=30
     )
     assert result.errors == []
+
+
+# -- two instances from one checkout ------------------------------------------------------
+
+
+@pytest.mark.model
+def test_stopping_one_instance_leaves_the_other_answering_with_sources(
+    tmp_path_factory: pytest.TempPathFactory, index_dir: Path
+) -> None:
+    # Both run from the repository as app root (as docs/chainlit.md's merchant and agent
+    # instances do). Chainlit deletes its files folder when a server stops; each instance
+    # must have its own, or the survivor fails every answer that carries sources.
+    env = {
+        "SUPPORTBOT_CHAT__AGENT_PROFILE": "false",
+        "SUPPORTBOT_CHAT__RATE_LIMIT_PER_MINUTE": LOAD_RATE_LIMIT,
+    }
+    tmp = tmp_path_factory.mktemp("two-instances")
+    first = _spawn(tmp, index_dir, env, "first.log")
+    try:
+        second = _spawn(tmp, index_dir, env, "second.log")
+    except BaseException:
+        _stop(first)
+        raise
+    try:
+        before = run_load(second.url, 1, 1, feedback=False, overall_timeout=60)
+        assert before.errors == []
+        _stop(first)
+        assert first.process.returncode is not None
+        after = run_load(
+            second.url, 1, 3, feedback=False, overall_timeout=60, question_texts=[CODE_QUESTION]
+        )
+    finally:
+        _stop(second)
+    assert after.errors == []
+    for exchange in after.exchanges:
+        assert exchange.sources, exchange.answer
+        assert "FORTNOX_CUSTOMER_NAME_EMPTY" in exchange.sources
+    assert "FileNotFoundError" not in second.log.read_text()
+
+
+# -- several replicas on one PostgreSQL database ------------------------------------------------
+
+FOLLOW_UP = "how do I fix it?"
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    tmp_path_factory: pytest.TempPathFactory, index_dir: Path, postgres: Any
+) -> Iterator[tuple[ChatServer, ChatServer]]:
+    """Two merchant replicas sharing one PostgreSQL database, 3 messages a minute each tab."""
+    url = postgres.create_database(f"replicas_{uuid.uuid4().hex[:8]}")
+    env = {"SUPPORTBOT_CHAT__AGENT_PROFILE": "false", "SUPPORTBOT_CHAT__RATE_LIMIT_PER_MINUTE": "3"}
+    tmp = tmp_path_factory.mktemp("replicas")
+    first = _spawn(tmp, index_dir, env, "replica-1.log", database_url=url)
+    try:
+        second = _spawn(tmp, index_dir, env, "replica-2.log", database_url=url)
+    except BaseException:
+        _stop(first)
+        raise
+    try:
+        yield first, second
+    finally:
+        _stop(first)
+        _stop(second)
+
+
+def _exchange(n: int, question: str) -> Exchange:
+    return Exchange(0, n, question, str(uuid.uuid4()))
+
+
+@pytest.mark.model
+def test_a_follow_up_after_failover_is_answered_in_context_by_the_other_replica(
+    replicas: tuple[ChatServer, ChatServer],
+) -> None:
+    first, second = replicas
+
+    async def go() -> tuple[Exchange, Exchange, Exchange, str]:
+        async with ChatSession(first.url) as tab:
+            asked = await tab.ask(_exchange(0, CODE_QUESTION))
+            feedback_id = await tab.feedback(asked, 0, "did not help")
+            # The replica is gone for this tab: the browser reconnects elsewhere.
+            await tab.reconnect(second.url)
+            follow_up = await tab.ask(_exchange(1, FOLLOW_UP))
+        # The control: the same follow-up in a new conversation has nothing to go on.
+        async with ChatSession(second.url) as fresh:
+            alone = await fresh.ask(_exchange(0, FOLLOW_UP))
+        return asked, follow_up, alone, feedback_id
+
+    asked, follow_up, alone, feedback_id = asyncio.run(go())
+    assert asked.error is None
+    assert "FORTNOX_CUSTOMER_NAME_EMPTY" in asked.sources
+    assert follow_up.error is None, follow_up.error
+    assert "FORTNOX_CUSTOMER_NAME_EMPTY" in follow_up.sources, follow_up.answer
+    assert alone.sources == []
+    # The feedback given on the first replica is in the shared database.
+    rows = {r["feedback_id"]: r for r in fetch_feedback(first.database_url)}
+    assert rows[feedback_id]["comment"] == "did not help"
+
+
+@pytest.mark.model
+def test_the_rate_limit_holds_across_a_reconnect_and_another_replica(
+    replicas: tuple[ChatServer, ChatServer],
+) -> None:
+    first, second = replicas
+
+    async def go() -> list[Exchange]:
+        asked = []
+        async with ChatSession(first.url) as tab:
+            for n in range(3):
+                asked.append(await tab.ask(_exchange(n, CODE_QUESTION)))
+            await tab.reconnect()  # same replica
+            asked.append(await tab.ask(_exchange(3, CODE_QUESTION)))
+            await tab.reconnect(second.url)  # another replica
+            asked.append(await tab.ask(_exchange(4, CODE_QUESTION)))
+        return asked
+
+    asked = asyncio.run(go())
+    assert [e.rate_limited for e in asked] == [False, False, False, True, True]
+    assert all(e.answer.startswith("You're sending messages faster") for e in asked[3:])
 
 
 # -- durability --------------------------------------------------------------------------------
