@@ -393,12 +393,18 @@ def chat(
     # likewise open the database, whose errors the server would only log.
     _load_bot(settings)
     _read_database(settings)
-    from bot.app import ChatConfigError, run_chat
+    from bot.app import ChatConfigError, chat_command, chat_environment
 
     try:
-        raise typer.Exit(run_chat(settings, host, port))
+        env = chat_environment(settings)
     except ChatConfigError as exc:
         raise _fail(str(exc)) from None
+    command = chat_command(host or settings.chat.host, port or settings.chat.port)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Become the server: the bot loaded above for the check (~200 MB) goes with this
+    # process image instead of staying beside the server for its whole life.
+    os.execve(command[0], command, env)
 
 
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
@@ -531,6 +537,54 @@ def _print_candidates(candidates: list[dict[str, object]] | None) -> None:
     for c in candidates:
         examples = "; ".join(repr(q) for q in c["examples"])  # type: ignore[union-attr]
         typer.echo(utf8_safe(f"{c['questions']:4d}  {c['word']}  e.g. {examples}"))
+
+
+cluster_app = typer.Typer(
+    help="Several replicas on this machine: PostgreSQL, N chat replicas and nginx in front.",
+    no_args_is_help=True,
+)
+app.add_typer(cluster_app, name="cluster")
+ClusterDir = Annotated[
+    Path,
+    typer.Option("--dir", help="Folder for the cluster's database, logs and nginx config."),
+]
+
+
+@cluster_app.command("up")
+def cluster_up(
+    replicas: Annotated[int, typer.Option(help="Chat replicas.", min=1, max=16)] = 2,
+    port: Annotated[int, typer.Option(help="Port nginx listens on.", min=1, max=65535)] = 8080,
+    folder: ClusterDir = REPO_ROOT / "data" / "cluster",
+) -> None:
+    """Start PostgreSQL, the replicas (merchant mode) and nginx on 127.0.0.1."""
+    from bot.cluster import ClusterError
+    from bot.cluster import cluster_up as start
+
+    settings = _settings()
+    # Builds the index once here, so the replicas only load it.
+    _load_bot(settings)
+    try:
+        state = start(folder, replicas=replicas, port=port)
+    except ClusterError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"Chat: {state.url}  (widget demo: {state.url}/public/widget-demo.html)")
+    typer.echo(f"Database: {state.database_url}")
+    for n, replica in enumerate(state.replicas, 1):
+        typer.echo(f"Replica {n}: http://127.0.0.1:{replica['port']} (pid {replica['pid']})")
+    typer.echo(f"Logs in {folder}; stop with: supportbot cluster down --dir {folder}")
+
+
+@cluster_app.command("down")
+def cluster_down(folder: ClusterDir = REPO_ROOT / "data" / "cluster") -> None:
+    """Stop nginx, the replicas and PostgreSQL started by ``cluster up``."""
+    from bot.cluster import ClusterError
+    from bot.cluster import cluster_down as stop
+
+    try:
+        stopped = stop(folder)
+    except ClusterError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo("Cluster stopped." if stopped else f"No cluster is up in {folder}.")
 
 
 def _unexpected(exc: BaseException) -> int:

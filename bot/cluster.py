@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -253,6 +254,7 @@ class ClusterState:
     url: str
     database_url: str
     postgres_port: int
+    postgres_root: str
     nginx_pid: int = 0
     replicas: list[dict[str, int]] = field(default_factory=list)  # {"port", "pid"}
 
@@ -277,8 +279,10 @@ def cluster_up(
             f"A cluster is already up in {root}; stop it with: supportbot cluster down"
         )
     root.mkdir(parents=True, exist_ok=True)
-    pg = start_postgres(root / "postgres")
-    state = ClusterState(str(root), f"http://127.0.0.1:{port}", pg.url(), pg.port)
+    # The database lives in its own temporary folder: the server runs as the postgres
+    # user, who may not be able to enter ``root`` (e.g. a private home or tmp folder).
+    pg = start_postgres(Path(tempfile.mkdtemp(prefix="supportbot-cluster-pg-")))
+    state = ClusterState(str(root), f"http://127.0.0.1:{port}", pg.url(), pg.port, str(pg.root))
     _save(root, state)
     try:
         if DATABASE not in pg.psql("SELECT datname FROM pg_database").split():
@@ -349,6 +353,7 @@ def cluster_down(root: Path) -> bool:
         _terminate(state.nginx_pid)
     for replica in state.replicas:
         _terminate(int(replica["pid"]))
-    stop_postgres(Postgres(root / "postgres", state.postgres_port))
+    stop_postgres(Postgres(Path(state.postgres_root), state.postgres_port))
+    shutil.rmtree(state.postgres_root, ignore_errors=True)
     (root / STATE_FILE).unlink(missing_ok=True)
     return True

@@ -138,8 +138,10 @@ class Exchange:
     feedback_value: int | None = None
     feedback_id: str | None = None
     error: str | None = None
-    # Names of the elements (sources) the server sent with the answer.
+    # Names of the elements (sources) the server sent with the answer, and the keys
+    # their text is fetched by (GET /project/file/<key>?session_id=...).
     sources: list[str] = field(default_factory=list)
+    source_keys: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -243,8 +245,14 @@ class ChatSession:
         number: int = 0,
         connect_timeout: float = CONNECT_TIMEOUT_S,
         http_timeout: float = HTTP_TIMEOUT_S,
+        client_type: str = "webapp",
+        sticky_cookie: bool = True,
     ) -> None:
+        # client_type="copilot" with sticky_cookie=False is the widget embedded on another
+        # site, whose browser does not keep the session cookie.
         self.url = url.rstrip("/")
+        self.client_type = client_type
+        self.sticky_cookie = sticky_cookie
         self.profile = profile
         self.number = number
         self.session_id = str(uuid.uuid4())
@@ -286,16 +294,17 @@ class ChatSession:
         self._http = aiohttp.ClientSession(cookie_jar=jar, timeout=timeout)
         if self._cookies:
             jar.update_cookies(self._cookies, response_url=URL(self.url))
-        async with self._http.post(
-            f"{self.url}/set-session-cookie", json={"session_id": self.session_id}
-        ) as response:
-            if response.status != 200:
-                raise SessionLost(f"set-session-cookie answered HTTP {response.status}")
+        if self.sticky_cookie:
+            async with self._http.post(
+                f"{self.url}/set-session-cookie", json={"session_id": self.session_id}
+            ) as response:
+                if response.status != 200:
+                    raise SessionLost(f"set-session-cookie answered HTTP {response.status}")
         self._sio = _socket_client(self._http)
         self._sio.on("*", self._on_event)
         self._sio.on("disconnect", self._on_disconnect)
         auth = {
-            "clientType": "webapp",
+            "clientType": self.client_type,
             "sessionId": self.session_id,
             "threadId": self.thread_id or "",
             "userEnv": "{}",
@@ -327,6 +336,15 @@ class ChatSession:
                     return
                 elif event == "task_end":
                     ended_alone = True
+
+    async def source_text(self, key: str) -> str:
+        """The text of a source element, fetched over HTTP as the chat UI does."""
+        async with self._http.get(
+            f"{self.url}/project/file/{key}", params={"session_id": self.session_id}
+        ) as response:
+            if response.status != 200:
+                raise RuntimeError(f"source {key} answered HTTP {response.status}")
+            return await response.text()
 
     async def reconnect(self, url: str | None = None) -> None:
         """Connect again with the same session id, as the browser does after a drop.
@@ -416,6 +434,8 @@ class ChatSession:
                         exchange.error = f"server error message: {exchange.answer[:200]}"
                 elif event == "element" and exchange.run_id and data.get("name"):
                     exchange.sources.append(str(data["name"]))
+                    if data.get("chainlitKey"):
+                        exchange.source_keys.append(str(data["chainlitKey"]))
                 elif event == "task_end" and exchange.run_id:
                     break
         if exchange.answer_id is None and not exchange.error:
