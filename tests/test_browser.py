@@ -292,6 +292,10 @@ def test_severity_filter_from_chat_settings_applies(merchant_server: Server, pag
 
 
 def test_widget_on_a_merchant_page_answers_with_sources(merchant_server: Server, page: Any) -> None:
+    socket_requests: list[str] = []
+    page.on(
+        "request", lambda r: socket_requests.append(r.url) if "/ws/socket.io" in r.url else None
+    )
     page.goto(f"{merchant_server.url}/public/widget-demo.html")
     assert "Integration settings — Shopify → Fortnox" in page.locator("h1").inner_text()
     page.locator("#chainlit-copilot-button").click()
@@ -303,6 +307,10 @@ def test_widget_on_a_merchant_page_answers_with_sources(merchant_server: Server,
     answer.locator(SOURCE_LINK).first.click()
     page.get_by_text("error-codes.txt, line").first.wait_for()
     shot(page, "widget-02-answer-and-source")
+    # Websocket transport only (the page sets window.transports): one connection that a
+    # load balancer keeps on one replica, with no cookie needed.
+    assert socket_requests
+    assert all("transport=websocket" in url for url in socket_requests), socket_requests
 
 
 # -- the support agent --------------------------------------------------------------------

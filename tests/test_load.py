@@ -341,6 +341,91 @@ def test_the_rate_limit_holds_across_a_reconnect_and_another_replica(
     assert all(e.answer.startswith("You're sending messages faster") for e in asked[3:])
 
 
+@pytest.mark.model
+def test_a_database_that_cannot_be_reached_stops_the_server_with_one_line(
+    tmp_path: Path, index_dir: Path
+) -> None:
+    url = f"postgresql+asyncpg://merchant:s3cret@127.0.0.1:{_free_port()}/supportbot"
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SUPPORTBOT_")}
+    env.update(
+        {
+            "SUPPORTBOT_CHAT__DATABASE_URL": url,
+            "SUPPORTBOT_CHAT__AGENT_PROFILE": "false",
+            "SUPPORTBOT_INDEX__DIR": str(index_dir),
+            "CHAINLIT_APP_ROOT": str(REPO),
+        }
+    )
+    command = [sys.executable, "-m", "chainlit", "run", str(REPO / "bot" / "app.py")]
+    command += ["--headless", "--host", "127.0.0.1", "--port", str(_free_port())]
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 3
+    errors = [line for line in done.stderr.splitlines() if "Cannot use the chat database" in line]
+    assert len(errors) == 1, done.stderr
+    assert "127.0.0.1" in errors[0]
+    assert "s3cret" not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.model
+def test_losing_the_database_mid_run_keeps_answers_and_refuses_feedback_openly(
+    tmp_path_factory: pytest.TempPathFactory, index_dir: Path
+) -> None:
+    import shutil
+    import tempfile
+
+    from bot.cluster import start_postgres, stop_postgres
+
+    root = Path(tempfile.mkdtemp(prefix="supportbot-pg-lost-"))
+    pg = start_postgres(root)
+    env = {
+        "SUPPORTBOT_CHAT__AGENT_PROFILE": "false",
+        "SUPPORTBOT_CHAT__RATE_LIMIT_PER_MINUTE": "100",
+    }
+    try:
+        url = pg.create_database("lost")
+        server = _spawn(tmp_path_factory.mktemp("lost"), index_dir, env, database_url=url)
+        try:
+
+            async def go() -> dict[str, Any]:
+                out: dict[str, Any] = {}
+                async with ChatSession(server.url) as tab:
+                    before = await tab.ask(_exchange(0, CODE_QUESTION))
+                    out["ack"] = await tab.feedback(before, 1)
+                    stop_postgres(pg)  # the database is gone
+                    during = await tab.ask(_exchange(1, FOLLOW_UP))
+                    out["during"] = during
+                    try:
+                        await tab.feedback(during, 0, "lost?")
+                    except RuntimeError as exc:
+                        out["refused"] = str(exc)
+                    start_postgres(root, pg.port)  # and back
+                    after = await tab.ask(_exchange(2, CODE_QUESTION))
+                    out["after_ack"] = await tab.feedback(after, 0, "back")
+                return out
+
+            out = asyncio.run(go())
+        finally:
+            _stop(server)
+        # Answers went on without the database, in context (the process kept the state).
+        assert out["during"].error is None
+        assert "FORTNOX_CUSTOMER_NAME_EMPTY" in out["during"].sources
+        # Feedback given meanwhile was refused, not acknowledged and lost.
+        assert "HTTP 500" in out["refused"]
+        stored = {r["feedback_id"] for r in fetch_feedback(url)}
+        assert {out["ack"], out["after_ack"]} <= stored
+        assert (
+            "Feedback" in server.log.read_text()
+        )
+        assert (
+            "could not be stored" in server.log.read_text()
+        )
+    finally:
+        stop_postgres(pg)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 # -- durability --------------------------------------------------------------------------------
 
 

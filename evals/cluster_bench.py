@@ -1,0 +1,262 @@
+r"""Load and failure run through nginx over several replicas (the full-size run).
+
+    .venv/bin/python -m evals.cluster_bench --sessions 100 --questions 10 --replicas 2 \
+        [--json out.json]
+
+Brings a cluster up with :func:`bot.cluster.cluster_up` (PostgreSQL, replicas, nginx
+on loopback), then runs ``--sessions`` browser-like sessions through nginx, each asking
+``--questions`` questions one after the other and rating every answer. Mid-run it
+SIGKILLs one replica (after ``--kill-at`` of the answers) and publishes a re-ingested
+corpus with one new FAQ entry (after ``--reingest-at``). A session whose socket drops
+reconnects through nginx with the same session id, asks "how do I fix it?" and checks
+that the answer cites what its last answer cited (the conversation went on in
+context), then carries on. At the end every acknowledged feedback id is looked up in
+the database, and every surviving replica is asked the new entry's question.
+
+Prints (and writes with ``--json``): answers, errors, p50/p95 latency, failover time
+(socket lost to the follow-up answered), follow-ups answered in context, acknowledged
+and missing feedback, and the time each replica took to serve the new build.
+``tests/test_cluster.py`` is the bounded version run in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evals.load import ChatSession, Exchange, SessionLost, load_questions, percentile
+
+log = logging.getLogger(__name__)
+
+FOLLOW_UP = "how do I fix it?"
+NEW_QUESTION = "How do I sync gift cards to Fortnox?"
+NEW_ENTRY = """
+Q: How do I sync gift cards to Fortnox?
+A: Gift cards are booked as a liability on account 2420 until they are redeemed.
+"""
+NEW_MARKER = "2420"
+
+
+@dataclass
+class BenchResult:
+    """What the run measured."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    failovers: list[float] = field(default_factory=list)
+    follow_ups_in_context: int = 0
+    follow_ups: int = 0
+    acknowledged: list[str] = field(default_factory=list)
+    missing_feedback: int = 0
+    reload_s: dict[str, float | None] = field(default_factory=dict)
+    answered: int = 0
+    wall_s: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The headline figures."""
+        return {
+            "answered": self.answered,
+            "errors": len(self.errors),
+            "latency_p50_s": percentile(self.latencies, 0.5),
+            "latency_p95_s": percentile(self.latencies, 0.95),
+            "failovers": len(self.failovers),
+            "failover_p50_s": percentile(self.failovers, 0.5),
+            "failover_max_s": max(self.failovers, default=None),
+            "follow_ups_in_context": f"{self.follow_ups_in_context}/{self.follow_ups}",
+            "feedback_acknowledged": len(self.acknowledged),
+            "feedback_missing": self.missing_feedback,
+            "reload_s": self.reload_s,
+            "wall_s": round(self.wall_s, 1),
+        }
+
+
+class Run:
+    """One benchmark run against a cluster."""
+
+    def __init__(self, url: str, questions: list[str], per_session: int, total: int) -> None:
+        self.url = url
+        self.questions = questions
+        self.per_session = per_session
+        self.total = total
+        self.result = BenchResult()
+        self.progress = asyncio.Event()
+
+    async def _ask(self, tab: ChatSession, question: str, n: int) -> Exchange:
+        exchange = await tab.ask(Exchange(tab.number, n, question, str(uuid.uuid4())))
+        if exchange.error:
+            raise RuntimeError(exchange.error)
+        return exchange
+
+    async def _reconnect(self, tab: ChatSession, deadline_s: float = 60) -> None:
+        started = time.monotonic()
+        while True:
+            try:
+                await tab.reconnect()
+                return
+            except Exception as exc:  # noqa: BLE001 - retried until the deadline
+                if time.monotonic() - started > deadline_s:
+                    raise SessionLost(f"could not reconnect: {exc}") from exc
+                await asyncio.sleep(0.5)
+
+    async def session(self, number: int, delay: float) -> None:
+        """One tab: questions in order, feedback on each, reconnect on a drop."""
+        await asyncio.sleep(delay)
+        tab = ChatSession(self.url, number=number)
+        rng = random.Random(number)
+        last_sources: list[str] = []
+        try:
+            await self._reconnect(tab)
+            n = 0
+            while n < self.per_session:
+                question = rng.choice(self.questions)
+                try:
+                    exchange = await self._ask(tab, question, n)
+                except (SessionLost, TimeoutError, ConnectionError) as exc:
+                    lost = time.monotonic()
+                    log.info("session %d lost its socket (%s); reconnecting", number, exc)
+                    await self._reconnect(tab)
+                    follow = await self._ask(tab, FOLLOW_UP, n)
+                    self.result.failovers.append(time.monotonic() - lost)
+                    self.result.follow_ups += 1
+                    if last_sources and last_sources[0] in follow.sources:
+                        self.result.follow_ups_in_context += 1
+                    continue
+                self.result.latencies.append(exchange.latency_s or 0.0)
+                self.result.answered += 1
+                last_sources = exchange.sources
+                try:
+                    self.result.acknowledged.append(await tab.feedback(exchange, n % 2))
+                except Exception as exc:  # noqa: BLE001 - a lost ack is not an error
+                    log.info("feedback of session %d not acknowledged: %s", number, exc)
+                self.progress.set()
+                n += 1
+        except Exception as exc:  # noqa: BLE001 - counted, the run goes on
+            self.result.errors.append(f"session {number}: {type(exc).__name__}: {exc}")
+        finally:
+            await tab.close()
+
+
+async def _wait_for_answers(run: Run, count: int) -> None:
+    while run.result.answered < count:
+        run.progress.clear()
+        await run.progress.wait()
+
+
+async def _serves_new_build(port: int, since: float, bound_s: float) -> float | None:
+    while time.monotonic() - since < bound_s:
+        try:
+            async with ChatSession(f"http://127.0.0.1:{port}") as tab:
+                e = await tab.ask(Exchange(0, 0, NEW_QUESTION, str(uuid.uuid4())))
+            if NEW_MARKER in e.answer:
+                return time.monotonic() - since
+        except Exception as exc:  # noqa: BLE001 - a dead replica never serves it
+            log.info("replica %d: %s", port, exc)
+            return None
+        await asyncio.sleep(0.5)
+    return None
+
+
+def _reingest(database_url: str, work: Path) -> None:
+    from bot.config import load_settings
+    from bot.service import index_config, load_embedder
+    from bot.shared_state import publish_saved_build
+    from ingest.index import current_build, ingest
+
+    settings = load_settings()
+    corpus = work / "corpus"
+    shutil.copytree(settings.corpus.dir, corpus)
+    with (corpus / "faq.txt").open("a", encoding="utf-8") as fh:
+        fh.write(NEW_ENTRY)
+    settings.corpus.dir = corpus
+    out = work / "index"
+    ingest(index_config(settings), out, load_embedder(settings))
+    publish_saved_build(database_url, current_build(out))
+
+
+async def run_bench(args: argparse.Namespace, state: Any, work: Path) -> BenchResult:
+    """Drive the cluster described by ``state`` and return the figures."""
+    total = args.sessions * args.questions
+    run = Run(state.url, load_questions(), args.questions, total)
+    started = time.monotonic()
+    tasks = [
+        asyncio.create_task(run.session(n, args.ramp_up * n / max(args.sessions, 1)))
+        for n in range(args.sessions)
+    ]
+    await _wait_for_answers(run, int(total * args.kill_at))
+    victim = state.replicas[0]
+    os.kill(victim["pid"], signal.SIGKILL)
+    log.info("SIGKILLed replica on port %d", victim["port"])
+    await _wait_for_answers(run, int(total * args.reingest_at))
+    await asyncio.to_thread(_reingest, state.database_url, work)
+    published = time.monotonic()
+    survivors = [r for r in state.replicas if r is not victim]
+    reloads = await asyncio.gather(
+        *(_serves_new_build(r["port"], published, args.reload_bound) for r in survivors)
+    )
+    run.result.reload_s = {
+        str(r["port"]): (round(s, 2) if s is not None else None)
+        for r, s in zip(survivors, reloads, strict=True)
+    }
+    await asyncio.gather(*tasks)
+    run.result.wall_s = time.monotonic() - started
+
+    from bot.persistence import fetch_feedback
+
+    stored = {r["feedback_id"] for r in await asyncio.to_thread(fetch_feedback, state.database_url)}
+    run.result.missing_feedback = len(set(run.result.acknowledged) - stored)
+    return run.result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; exits 1 on errors, lost feedback or a late reload."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sessions", type=int, default=100)
+    parser.add_argument("--questions", type=int, default=10)
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--ramp-up", type=float, default=10.0, help="Seconds to start sessions.")
+    parser.add_argument("--kill-at", type=float, default=0.3, help="Share of answers.")
+    parser.add_argument("--reingest-at", type=float, default=0.5, help="Share of answers.")
+    parser.add_argument("--reload-bound", type=float, default=30.0, help="Seconds.")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    from bot.cluster import cluster_down, cluster_up, free_port
+
+    work = Path(tempfile.mkdtemp(prefix="supportbot-bench-"))
+    env = {
+        "SUPPORTBOT_INDEX__RELOAD_INTERVAL_S": "1",
+        "SUPPORTBOT_CHAT__RATE_LIMIT_PER_MINUTE": "1000",
+        "SUPPORTBOT_CHAT__RATE_LIMIT_PER_ADDRESS_PER_MINUTE": "1000000",
+    }
+    state = cluster_up(work / "cluster", args.replicas, free_port(), extra_env=env)
+    try:
+        result = asyncio.run(run_bench(args, state, work))
+    finally:
+        cluster_down(work / "cluster")
+        shutil.rmtree(work, ignore_errors=True)
+    summary = result.summary()
+    print(json.dumps(summary, indent=1))
+    for error in result.errors[:20]:
+        print(error, file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps({**summary, "errors": result.errors}, indent=1))
+    late = any(s is None or s > args.reload_bound for s in result.reload_s.values())
+    return 1 if result.errors or result.missing_feedback or late else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
