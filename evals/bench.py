@@ -156,6 +156,7 @@ def bench_concurrency(
             SUPPORTBOT_LOG_LEVEL="WARNING",
             # A load session asks back to back: the per-session limit would answer "slow down".
             SUPPORTBOT_CHAT__RATE_LIMIT_PER_MINUTE="100000",
+            SUPPORTBOT_CHAT__RATE_LIMIT_PER_ADDRESS_PER_MINUTE="1000000",
             SUPPORTBOT_CHAT__DATABASE_URL=f"sqlite+aiosqlite:///{tmp}/chat.db",
         )
         server = subprocess.Popen(

@@ -220,6 +220,39 @@ async def run_bench(args: argparse.Namespace, state: Any, work: Path) -> BenchRe
     return run.result
 
 
+def measure_startup(repeats: int, work: Path) -> dict[str, Any]:
+    """Seconds (wall and CPU) from starting a replica to its first HTTP 200, built index.
+
+    A replica answers HTTP only once Chainlit's start-up hook has loaded the bot, so
+    this is "ready to serve". CPU seconds (user + system of the replica) do not depend
+    on what else the machine runs; wall seconds do.
+    """
+    import resource
+
+    from bot.cluster import free_port, replica_environment, start_replica, wait_until_serving
+
+    env = replica_environment(f"sqlite+aiosqlite:///{work / 'startup.db'}")
+    env["SUPPORTBOT_INDEX__RELOAD_INTERVAL_S"] = "0"
+    walls, cpus = [], []
+    for n in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        port = free_port()
+        proc = start_replica(port, env, work / f"startup-{n}.log")
+        try:
+            walls.append(wait_until_serving(f"http://127.0.0.1:{port}/", 120, proc))
+        finally:
+            proc.send_signal(signal.SIGKILL)  # measured up to serving; no shutdown cost
+            proc.wait()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
+    return {
+        "replica_ready_wall_s": [round(w, 2) for w in walls],
+        "replica_ready_wall_median_s": round(sorted(walls)[len(walls) // 2], 2),
+        "replica_cpu_to_ready_s": [round(c, 2) for c in cpus],
+        "load_average": os.getloadavg()[0],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; exits 1 on errors, lost feedback or a late reload."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -231,8 +264,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reingest-at", type=float, default=0.5, help="Share of answers.")
     parser.add_argument("--reload-bound", type=float, default=30.0, help="Seconds.")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--startup",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Only measure N replica start-ups to ready (target: 5 s with a built index).",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.startup:
+        work = Path(tempfile.mkdtemp(prefix="supportbot-startup-"))
+        try:
+            figures = measure_startup(args.startup, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(json.dumps(figures, indent=1))
+        return 0 if figures["replica_ready_wall_median_s"] <= 5.0 else 1
 
     from bot.cluster import cluster_down, cluster_up, free_port
 

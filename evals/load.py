@@ -11,10 +11,13 @@ the server acknowledged; exits 1 on any error. ``run_load`` does the same from c
 and returns a :class:`LoadResult`.
 
 **Start the server with a high rate limit.** The app limits every session to
-``SUPPORTBOT_CHAT__RATE_LIMIT_PER_MINUTE`` messages a minute (default 20), and a load
-session asks back to back, so start the server for a load run with e.g.::
+``SUPPORTBOT_CHAT__RATE_LIMIT_PER_MINUTE`` messages a minute (default 20) and every client
+address to ``SUPPORTBOT_CHAT__RATE_LIMIT_PER_ADDRESS_PER_MINUTE`` (120; all load sessions
+come from one address), and a load session asks back to back, so start the server for a
+load run with e.g.::
 
     SUPPORTBOT_CHAT__RATE_LIMIT_PER_MINUTE=1000 SUPPORTBOT_CHAT__AGENT_PROFILE=false \
+    SUPPORTBOT_CHAT__RATE_LIMIT_PER_ADDRESS_PER_MINUTE=1000000 \
     SUPPORTBOT_CHAT__DATABASE_URL=sqlite+aiosqlite:////tmp/load/chat.db \
       .venv/bin/python -m chainlit run bot/app.py --headless --host 127.0.0.1 --port 8000
 
