@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from socketio.exceptions import SocketIOError
+
 from evals.load import ChatSession, Exchange, SessionLost, load_questions, percentile
 
 log = logging.getLogger(__name__)
@@ -58,9 +60,11 @@ class BenchResult:
     errors: list[str] = field(default_factory=list)
     failovers: list[float] = field(default_factory=list)
     follow_ups_in_context: int = 0
+    follow_ups_answered: int = 0
     follow_ups: int = 0
     acknowledged: list[str] = field(default_factory=list)
     missing_feedback: int = 0
+    feedback_without_answer: int = 0
     reload_s: dict[str, float | None] = field(default_factory=dict)
     answered: int = 0
     wall_s: float = 0.0
@@ -75,9 +79,11 @@ class BenchResult:
             "failovers": len(self.failovers),
             "failover_p50_s": percentile(self.failovers, 0.5),
             "failover_max_s": max(self.failovers, default=None),
-            "follow_ups_in_context": f"{self.follow_ups_in_context}/{self.follow_ups}",
+            "follow_ups_answered": f"{self.follow_ups_answered}/{self.follow_ups}",
+            "follow_ups_citing_the_last_answer": f"{self.follow_ups_in_context}/{self.follow_ups}",
             "feedback_acknowledged": len(self.acknowledged),
             "feedback_missing": self.missing_feedback,
+            "feedback_stored_but_answer_lost": self.feedback_without_answer,
             "reload_s": self.reload_s,
             "wall_s": round(self.wall_s, 1),
         }
@@ -124,13 +130,14 @@ class Run:
                 question = rng.choice(self.questions)
                 try:
                     exchange = await self._ask(tab, question, n)
-                except (SessionLost, TimeoutError, ConnectionError) as exc:
+                except (SessionLost, TimeoutError, ConnectionError, SocketIOError) as exc:
                     lost = time.monotonic()
                     log.info("session %d lost its socket (%s); reconnecting", number, exc)
                     await self._reconnect(tab)
                     follow = await self._ask(tab, FOLLOW_UP, n)
                     self.result.failovers.append(time.monotonic() - lost)
                     self.result.follow_ups += 1
+                    self.result.follow_ups_answered += bool(follow.sources)
                     if last_sources and last_sources[0] in follow.sources:
                         self.result.follow_ups_in_context += 1
                     continue
@@ -213,10 +220,17 @@ async def run_bench(args: argparse.Namespace, state: Any, work: Path) -> BenchRe
     await asyncio.gather(*tasks)
     run.result.wall_s = time.monotonic() - started
 
-    from bot.persistence import fetch_feedback
+    from bot.persistence import _query, fetch_feedback
 
-    stored = {r["feedback_id"] for r in await asyncio.to_thread(fetch_feedback, state.database_url)}
-    run.result.missing_feedback = len(set(run.result.acknowledged) - stored)
+    # The feedbacks table itself: a row whose answer step was never written (Chainlit
+    # writes steps in background tasks, lost when a replica is killed) is stored, but
+    # fetch_feedback cannot show it with its answer.
+    rows = await _query(state.database_url, 'SELECT "id" FROM feedbacks')
+    stored = {str(r["id"]) for r in rows}
+    shown = {r["feedback_id"] for r in await asyncio.to_thread(fetch_feedback, state.database_url)}
+    acked = set(run.result.acknowledged)
+    run.result.missing_feedback = len(acked - stored)
+    run.result.feedback_without_answer = len((acked & stored) - shown)
     return run.result
 
 

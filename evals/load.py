@@ -321,9 +321,18 @@ class ChatSession:
             wait_timeout=self.connect_timeout,
         )
         await self._sio.emit("connection_successful")
-        # Ready once on_chat_start has run: the first task_end after a task_start. A
-        # server that still holds this session (a reconnect to the same replica) runs
-        # nothing and sends a lone task_end; then no task_start follows within a moment.
+        await self._wait_until_ready()
+
+    async def _wait_until_ready(self) -> None:
+        """Return once the server is ready for the first question of this connection.
+
+        A new session runs ``on_chat_start``: a ``task_start`` then a ``task_end`` (after
+        the lone ``task_end`` every connect gets first). Reconnecting with a thread id to a
+        replica that does not hold the session, an anonymous user also gets
+        ``resume_thread_error`` first, then ``on_chat_start``; a logged-in user's thread is
+        resumed instead (``resume_thread``). A replica that still holds the session runs
+        nothing: only the lone ``task_end`` comes, and nothing after it.
+        """
         started = False
         ended_alone = False
         async with asyncio.timeout(self.connect_timeout):
@@ -334,11 +343,15 @@ class ChatSession:
                 except TimeoutError:
                     return
                 if event == "task_start":
-                    started = True
+                    started, ended_alone = True, False
                 elif event == "task_end" and started:
                     return
                 elif event == "task_end":
                     ended_alone = True
+                elif event == "resume_thread_error":
+                    ended_alone = False  # on_chat_start follows, however slowly
+                elif event == "resume_thread":
+                    return
 
     async def source_text(self, key: str) -> str:
         """The text of a source element, fetched over HTTP as the chat UI does."""

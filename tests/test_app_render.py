@@ -421,3 +421,28 @@ def test_chat_command_runs_chainlit_headless_on_the_app_file() -> None:
     assert command[1:4] == ["-m", "chainlit", "run"]
     assert re.search(r"bot[/\\]app\.py$", command[4])
     assert command[5:] == ["--headless", "--host", "0.0.0.0", "--port", "8123"]
+
+
+def test_the_rate_limit_client_is_the_proxy_header_only_from_a_trusted_proxy() -> None:
+    trusted = ["127.0.0.1", "::1"]
+    via_nginx = {"x-real-ip": "203.0.113.7", "x-forwarded-for": "10.9.9.9, 203.0.113.7"}
+    assert render.client_address("127.0.0.1", via_nginx, trusted) == "203.0.113.7"
+    # Without X-Real-IP the entry the trusted proxy appended (the last) counts, not a
+    # value the client wrote itself.
+    forwarded = {"x-forwarded-for": "6.6.6.6, 203.0.113.7"}
+    assert render.client_address("::1", forwarded, trusted) == "203.0.113.7"
+    # A direct client cannot choose its own key with headers.
+    assert render.client_address("198.51.100.2", via_nginx, trusted) == "198.51.100.2"
+    assert render.client_address(None, {}, trusted) == "unknown"
+    assert render.client_address("127.0.0.1", {}, trusted) == "127.0.0.1"
+
+
+def test_the_rate_limit_keys_a_tab_or_a_user_and_the_address() -> None:
+    assert render.rate_limit_keys("tab-1", None, "203.0.113.7") == (
+        "session:tab-1",
+        "address:203.0.113.7",
+    )
+    # A logged-in agent is one conversation key whatever the tab.
+    assert render.rate_limit_keys("tab-2", "agent", "10.0.0.1")[0] == "user:agent"
+    assert render.choice_index(["Any", "Error"], "Error") == 1
+    assert render.choice_index(["Any", "Error"], "Gone") == 0

@@ -329,6 +329,36 @@ def test_stopping_one_instance_leaves_the_other_answering_with_sources(
 
 
 @pytest.mark.model
+def test_supportbot_chat_becomes_the_server_instead_of_keeping_a_bot_beside_it(
+    tmp_path: Path, index_dir: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SUPPORTBOT_")}
+    env.pop("CHAINLIT_AUTH_SECRET", None)
+    env.update(
+        {
+            "SUPPORTBOT_CHAT__DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}",
+            "SUPPORTBOT_INDEX__DIR": str(index_dir),
+        }
+    )
+    port = _free_port()
+    command = [sys.executable, "-m", "bot.cli", "chat", "--merchant", "--port", str(port)]
+    log = tmp_path / "chat.log"
+    with log.open("w") as out:
+        launcher = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=out)
+    try:
+        _wait_until_up(f"http://127.0.0.1:{port}", launcher, log)
+        # The launcher's process is now the Chainlit server itself (exec): no second
+        # process holding the bot it loaded to check the index.
+        cmdline = Path(f"/proc/{launcher.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"chainlit" in cmdline
+        children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text()
+        assert children.split() == []
+    finally:
+        launcher.terminate()
+        launcher.wait(timeout=30)
+
+
+@pytest.mark.model
 def test_a_database_that_cannot_be_reached_stops_the_server_with_one_line(
     tmp_path: Path, index_dir: Path
 ) -> None:
