@@ -29,6 +29,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -153,6 +154,8 @@ SCHEMA_LOCK_KEY = 7_201_326_517
 
 # Seconds a SQLite writer waits for a lock before failing ("database is locked").
 SQLITE_BUSY_TIMEOUT_S = 15
+# Seconds feedback waits for the thread it rates to be written (see make_data_layer).
+FEEDBACK_THREAD_WAIT_S = 10.0
 # Seconds to connect to PostgreSQL, and for one statement, before giving up.
 PG_CONNECT_TIMEOUT_S = 5
 PG_COMMAND_TIMEOUT_S = 15
@@ -387,6 +390,7 @@ def make_data_layer(url: str, pool_size: int = 5) -> Any:
                 f"INSERT INTO feedbacks ({columns}) VALUES ({values}) "
                 f'ON CONFLICT ("id") DO UPDATE SET {updates}'
             )
+            await self._wait_for_thread(str(feedback.threadId))
             async with self.async_session() as session:
                 try:
                     await session.execute(sql, params)
@@ -397,6 +401,17 @@ def make_data_layer(url: str, pool_size: int = 5) -> Any:
                     raise
             feedback_id = str(feedback.id)
             return feedback_id
+
+        async def _wait_for_thread(self, thread_id: str) -> None:
+            # Chainlit writes the thread and its steps in background tasks; under load a
+            # thumbs-up can arrive first, and PostgreSQL's foreign key would refuse it.
+            deadline = time.monotonic() + FEEDBACK_THREAD_WAIT_S
+            probe = text('SELECT 1 FROM threads WHERE "id" = :t')
+            while time.monotonic() < deadline:
+                async with self.async_session() as session:
+                    if (await session.execute(probe, {"t": thread_id})).first() is not None:
+                        return
+                await asyncio.sleep(0.2)
 
     layer = SupportDataLayer(
         conninfo=url,
