@@ -369,9 +369,9 @@ def make_data_layer(url: str, pool_size: int = 5) -> Any:
     class SupportDataLayer(SQLAlchemyDataLayer):
         """The stock layer with a sized pool, safe text and reported feedback failures.
 
-        Lone surrogates are replaced in everything it writes: both sqlite3 and asyncpg refuse lone surrogates, and Chainlit only logs the
-        failure: a message, a thread name or a feedback comment holding one was silently
-        not saved.
+        Lone surrogates are replaced in everything it writes: both sqlite3 and asyncpg
+        refuse them, and Chainlit only logs the failure, so a message, a thread name or a
+        feedback comment holding one was silently not saved.
         """
 
         async def execute_sql(self, query: str, parameters: dict) -> Any:
