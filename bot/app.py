@@ -652,8 +652,10 @@ async def _answer(question: str) -> None:
         rendered = render.RenderedMessage(
             f"{rendered.content}\n\n{notice}", rendered.elements, rendered.metadata
         )
-    await _stream(rendered, [_handoff_action()])
+    # Stored before it is shown: whatever answer the merchant saw, a replica taking over
+    # after a crash continues from it.
     await _set_history(render.add_turns(history, question, answer))
+    await _stream(rendered, [_handoff_action()])
 
 
 async def _draft(ticket: str, style: DraftStyle) -> None:
