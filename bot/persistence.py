@@ -390,15 +390,15 @@ def make_data_layer(url: str, pool_size: int = 5) -> Any:
                 f"INSERT INTO feedbacks ({columns}) VALUES ({values}) "
                 f'ON CONFLICT ("id") DO UPDATE SET {updates}'
             )
-            await self._wait_for_thread(str(feedback.threadId))
-            async with self.async_session() as session:
-                try:
+            try:
+                await self._wait_for_thread(str(feedback.threadId))
+                async with self.async_session() as session:
+                    # Leaving the block without commit rolls the transaction back.
                     await session.execute(sql, params)
                     await session.commit()
-                except Exception:
-                    await session.rollback()
-                    log.exception("Feedback %s could not be stored", feedback.id)
-                    raise
+            except Exception:
+                log.exception("Feedback %s could not be stored", feedback.id)
+                raise
             feedback_id = str(feedback.id)
             return feedback_id
 
