@@ -61,6 +61,7 @@ class BenchResult:
     failovers: list[float] = field(default_factory=list)
     follow_ups_in_context: int = 0
     follow_ups_answered: int = 0
+    follow_ups_as_without_failover: int = 0
     follow_ups: int = 0
     acknowledged: list[str] = field(default_factory=list)
     missing_feedback: int = 0
@@ -82,6 +83,11 @@ class BenchResult:
             "failover_max_s": max(self.failovers, default=None),
             "follow_ups_answered": f"{self.follow_ups_answered}/{self.follow_ups}",
             "follow_ups_citing_the_last_answer": f"{self.follow_ups_in_context}/{self.follow_ups}",
+            # The same two questions in a fresh conversation on a live replica: the sources
+            # its follow-up gets are what "answered in context" means.
+            "follow_ups_as_without_failover": (
+                f"{self.follow_ups_as_without_failover}/{self.follow_ups}"
+            ),
             "feedback_acknowledged": len(self.acknowledged),
             "feedback_missing": self.missing_feedback,
             "feedback_stored_but_answer_lost": self.feedback_without_answer,
@@ -119,12 +125,19 @@ class Run:
                     raise SessionLost(f"could not reconnect: {exc}") from exc
                 await asyncio.sleep(0.5)
 
+    async def _control(self, question: str) -> list[str]:
+        """The sources of the follow-up in a conversation that never failed over."""
+        async with ChatSession(self.url, number=-1) as tab:
+            await self._ask(tab, question, 0)
+            return (await self._ask(tab, FOLLOW_UP, 1)).sources
+
     async def session(self, number: int, delay: float) -> None:
         """One tab: questions in order, feedback on each, reconnect on a drop."""
         await asyncio.sleep(delay)
         tab = ChatSession(self.url, number=number)
         rng = random.Random(number)
         last_sources: list[str] = []
+        last_question: str | None = None
         try:
             await self._reconnect(tab)
             n = 0
@@ -142,10 +155,14 @@ class Run:
                     self.result.follow_ups_answered += bool(follow.sources)
                     if set(last_sources) & set(follow.sources):
                         self.result.follow_ups_in_context += 1
+                    if last_question is not None:
+                        control = await self._control(last_question)
+                        self.result.follow_ups_as_without_failover += control == follow.sources
                     continue
                 self.result.latencies.append(exchange.latency_s or 0.0)
                 self.result.answered += 1
                 last_sources = exchange.sources
+                last_question = question
                 try:
                     self.result.acknowledged.append(await tab.feedback(exchange, n % 2))
                 except Exception as exc:  # noqa: BLE001 - refused openly: counted, not an error
@@ -283,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reingest-at", type=float, default=0.5, help="Share of answers.")
     parser.add_argument("--reload-bound", type=float, default=30.0, help="Seconds.")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--pool-size", type=int, default=20, help="Per replica.")
     parser.add_argument(
         "--startup",
         type=int,
@@ -308,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         "SUPPORTBOT_INDEX__RELOAD_INTERVAL_S": "1",
         "SUPPORTBOT_CHAT__RATE_LIMIT_PER_MINUTE": "1000",
         "SUPPORTBOT_CHAT__RATE_LIMIT_PER_ADDRESS_PER_MINUTE": "1000000",
+        # A surviving replica carries every session: 5 connections (the default) run out.
+        "SUPPORTBOT_CHAT__DATABASE_POOL_SIZE": str(args.pool_size),
     }
     state = cluster_up(work / "cluster", args.replicas, free_port(), extra_env=env)
     try:
