@@ -399,6 +399,15 @@ def _install_guard() -> None:
 
     connect.__wrapped_by_guard__ = True  # type: ignore[attr-defined]
 
+    async def _message_id_taken(message_id: str) -> bool:
+        try:
+            return await GUARD_STORE.step_thread(message_id) is not None
+        except Exception as exc:  # noqa: BLE001 - the database is gone for a while
+            # Merchants still get answers without the database. Nothing can be
+            # overwritten meanwhile either: Chainlit cannot write the message there.
+            log.warning("Message id check skipped, database unavailable: %s", exc)
+            return False
+
     async def client_message(sid: str, payload: Any) -> None:
         session = WebsocketSession.get(sid)
         if session is None:
@@ -406,7 +415,7 @@ def _install_guard() -> None:
         cleaned, problem = clean_client_message(
             payload, session.thread_id, security.max_message_chars
         )
-        if cleaned is not None and await GUARD_STORE.step_thread(cleaned["message"]["id"]):
+        if cleaned is not None and await _message_id_taken(cleaned["message"]["id"]):
             # Chainlit stores a message by upsert on its id: a reused id would overwrite
             # another step, possibly in someone else's conversation.
             cleaned, problem = None, MESSAGE_REFUSED

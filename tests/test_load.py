@@ -278,7 +278,7 @@ def test_a_follow_up_after_failover_is_answered_in_context_by_the_other_replica(
     assert "FORTNOX_CUSTOMER_NAME_EMPTY" in asked.sources
     assert follow_up.error is None, follow_up.error
     assert "FORTNOX_CUSTOMER_NAME_EMPTY" in follow_up.sources, follow_up.answer
-    assert alone.sources == []
+    assert "FORTNOX_CUSTOMER_NAME_EMPTY" not in alone.sources
     # The feedback given on the first replica is in the shared database.
     rows = {r["feedback_id"]: r for r in fetch_feedback(first.database_url)}
     assert rows[feedback_id]["comment"] == "did not help"
