@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from bot.answer_types import Answer, Citation, Draft, Filters, Turn, format_citation
 from bot.config import AnswerSettings, Settings
+from bot.drafting import compose_reply, is_step
 from bot.retrieval import HybridRetriever, Retrieval
 from bot.safe_text import utf8_safe
 from ingest.chunking import heading_text, token_counter, truncate_tokens
@@ -46,6 +47,15 @@ def solution_steps(solution: str) -> list[str]:
         if line:
             steps.extend(s.strip() for s in _SENTENCE.split(line) if s.strip())
     return steps
+
+
+def split_solution(solution: str) -> tuple[list[str], list[str]]:
+    """A solution's steps (what to do) and notes (explanations), in order."""
+    steps: list[str] = []
+    notes: list[str] = []
+    for sentence in solution_steps(solution):
+        (steps if is_step(sentence) else notes).append(sentence)
+    return steps, notes
 
 
 def _message_line(entry: Entry) -> str | None:
@@ -240,12 +250,18 @@ def is_follow_up(question: str) -> bool:
     content = tokenize(question)
     if _FOLLOW_UP_START.match(question):
         return True
+    # "why?", "how come?": nothing but question words, so only the conversation can say
+    # what it is about.
+    if words and (not content or " ".join(words) == "how come"):
+        return True
     return len(content) <= 8 and any(w in _ANAPHORA for w in words)
 
 
 def _previous(history: Sequence[Turn]) -> tuple[str, tuple[str, ...]]:
     """The last user question and the entry ids last cited, from the history."""
-    last_user = next((t.content for t in reversed(history) if t.role == "user"), "")
+    users = [t.content for t in reversed(history) if t.role == "user"]
+    # "why?" after "how do I fix it?": the topic is in the question both follow up on.
+    last_user = next((q for q in users if not is_follow_up(q)), users[0] if users else "")
     cited = next((t.cited for t in reversed(history) if t.role == "assistant" and t.cited), ())
     return last_user, cited
 
@@ -372,56 +388,18 @@ def draft_reply(
         return Draft(ticket, EMPTY_QUESTION, (), True, notices)
     result = retriever.retrieve(cleaned, filters=filters)
     contacts = support_contacts(retriever.entries, settings.answer).split("\n\nSource:")[0]
-    formal = style == "formal"
-    greeting = "Dear customer," if formal else "Hi,"
-    thanks = (
-        "Thank you for contacting Junipeer support."
-        if formal
-        else "Thanks for reaching out to Junipeer support."
-    )
-    closing = "Kind regards," if formal else "Best regards,"
     if result.abstained:
-        body = (
-            "We could not match your question to a known issue in our knowledge base, so a "
-            "support specialist will look into it. To help us investigate quickly, please reply "
-            "with the task ID or reference number from the Tasks or Logs page."
-        )
-        reply = f"{greeting}\n\n{thanks}\n\n{body}\n\n{closing}\nJunipeer Support"
+        reply = compose_reply(ticket, None, (), (), contacts, style)
         # Not sent to the merchant: entries the agent may check before writing their own.
         related = tuple(Citation(h.entry, h.score) for h in result.related)
         return Draft(ticket, reply, (), True, notices, related, result.outcome)
 
     entry = result.hits[0].entry
-    lines = [greeting, "", thanks]
-    is_error = entry.kind in ("error_code", "error_pattern")
-    if style != "shorter" and is_error:
-        what = f"The error you are seeing is {format_citation(entry)}"
-        if entry.message:
-            what += f' ("{entry.message}")'
-        lines += ["", what + "."]
-        if entry.cause:
-            lines += ["", entry.cause]
-        for part in entry.parts:
-            lines += ["", f'"{part.message}": {part.cause or ""}'.strip()]
-        if entry.kind in ("faq", "guide") and entry.text:
-            lines += ["", entry.text]
-    elif style == "shorter":
-        lines += ["", f"This is {format_citation(entry)}."]
-    else:
-        lines += ["", f"About your question, see {format_citation(entry)}:"]
-    steps = solution_steps(entry.solution or "") or [
-        step for part in entry.parts for step in solution_steps(part.solution or "")
-    ]
-    if steps:
-        lines += ["", "To fix it:"] + [f"{n}. {s}" for n, s in enumerate(steps, 1)]
-    lines += [
-        "",
-        "If this does not solve it, just reply to this message or contact us:",
-        contacts,
-        "",
-        closing,
-        "Junipeer Support",
-    ]
-    reply = bound_text("\n".join(lines), settings.answer.max_answer_tokens, settings.index.encoding)
+    # The reply is what the merchant receives: no bracketed codes in it; the chat shows
+    # the agent what to check beside it.
+    solution = entry.solution or "\n".join(p.solution or "" for p in entry.parts)
+    steps, notes = split_solution(solution)
+    reply = compose_reply(ticket, entry, steps, notes, contacts, style)
+    reply = bound_text(reply, settings.answer.max_answer_tokens, settings.index.encoding)
     citations = tuple(Citation(h.entry, h.score) for h in result.hits)
     return Draft(ticket, reply, citations, False, notices)

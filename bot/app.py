@@ -25,6 +25,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -162,6 +163,35 @@ async def _startup() -> None:
 
 # Strong references to background tasks (the event loop keeps only weak ones).
 _background: set[asyncio.Task] = set()
+
+
+# Chainlit's page links Google Fonts and a KaTeX stylesheet on a CDN (and preconnects to
+# both). Offline they fail, and for EU merchants they hand the merchant's address to a
+# third party: the fonts come from public/theme.json instead, and KaTeX is not used
+# (latex = false).
+_EXTERNAL_LINK = re.compile(r"\s*<link\b[^>]*\bhref=\"(?:https?:)?//[^\"]*\"[^>]*>", re.I)
+
+
+def local_only_html(html: str) -> str:
+    """The page without ``<link>`` tags pointing at another host."""
+    return _EXTERNAL_LINK.sub("", html)
+
+
+def _serve_local_only() -> None:
+    from chainlit import server
+
+    original = server.get_html_template
+    if getattr(original, "local_only", False):
+        return
+
+    def get_html_template(root_path: str) -> str:
+        return local_only_html(original(root_path))
+
+    get_html_template.local_only = True  # type: ignore[attr-defined]
+    server.get_html_template = get_html_template
+
+
+_serve_local_only()
 
 
 @cl.data_layer
@@ -541,11 +571,49 @@ async def _chat_start() -> None:
         return
     cl.user_session.set("history", [])
     await _send_settings()
+    if cl.context.session.client_type == "copilot":
+        await _greet_in_widget()
+
+
+async def _greet_in_widget() -> None:
+    # The host page answers "page_context" (public/junipeer-widget.js) with what it shows;
+    # a page that does not, or is slow, gets the plain greeting.
+    try:
+        context = await cl.context.emitter.send_call_fn("page_context", {}, timeout=2)
+    except Exception:  # noqa: BLE001 - a page that cannot tell gets the plain greeting
+        context = None
+    text, suggestions = render.widget_greeting(context if isinstance(context, dict) else None)
+    actions = [
+        cl.Action(name=render.SUGGEST_ACTION, payload={"message": message}, label=label)
+        for label, message in suggestions
+    ]
+    await cl.Message(content=text, actions=actions, metadata={"kind": "greeting"}).send()
+
+
+@cl.action_callback(render.SUGGEST_ACTION)
+async def _on_suggestion(action: cl.Action) -> None:
+    message = str(action.payload.get("message") or "")[:2000]
+    if not message:
+        return
+    await cl.Message(content=message, type="user_message").send()
+    await _guarded(lambda: _answer(message))
 
 
 @cl.on_chat_resume
 async def _chat_resume(thread: dict) -> None:
-    await _set_history(render.turns_from_steps(thread.get("steps") or []))
+    steps = thread.get("steps") or []
+    await _set_history(render.turns_from_steps(steps))
+    cl.user_session.set("titled", True)
+    # A resumed agent thread stays an agent thread (the profile is its tag), and its last
+    # draft gets its Shorter / More formal buttons back.
+    if AGENT_MODE and render.AGENT in (thread.get("tags") or []):
+        cl.user_session.set("chat_profile", render.AGENT)
+        ticket = render.last_draft_ticket(steps)
+        last = next((st for st in reversed(steps) if st.get("type") == "assistant_message"), None)
+        if ticket and last and last.get("id"):
+            cl.user_session.set("last_ticket", ticket)
+            for action in _redraft_actions(ticket):
+                await action.send(for_id=str(last["id"]))
     await _send_settings()
 
 
@@ -553,18 +621,49 @@ async def _chat_resume(thread: dict) -> None:
 
 
 def _elements(rendered: render.RenderedMessage) -> list[cl.Text]:
-    # "side" elements open in the full chat's side panel (Chainlit opens it by itself
-    # when new ones arrive). In the widget that panel is a modal over the chat, so
-    # there sources are "page" elements, which the widget opens only when clicked.
+    # In the full chat, "side" elements open the side panel by themselves; only the
+    # current answer's are kept there (see _stream). In the widget that panel is a modal
+    # over the chat, so there sources are "page" elements, opened only when clicked.
     widget = cl.context.session.client_type == "copilot"
     display = "page" if widget else "side"
     return [cl.Text(name=e.name, content=e.content, display=display) for e in rendered.elements]
 
 
+async def _clear_side_panel() -> None:
+    """Take the previous answer's sources out of the side panel (they stay stored).
+
+    Chainlit's panel lists every "side" element of the conversation under the newest
+    one's name; removing the old ones from the page keeps it to the current answer and
+    closes it after an answer without sources.
+    """
+    for element_id in cl.user_session.get("side_elements") or []:
+        await cl.context.emitter.emit("remove_element", {"id": element_id})
+    cl.user_session.set("side_elements", [])
+
+
 async def _stream(rendered: render.RenderedMessage, actions: list[cl.Action]) -> cl.Message:
-    msg = cl.Message(
-        content="", elements=_elements(rendered), actions=actions, metadata=rendered.metadata
-    )
+    msg = await _send(rendered, actions)
+    _issue(msg.id)
+    # After the reply, not before: one socket event less ahead of the answer.
+    await _clear_side_panel()
+    cl.user_session.set("side_elements", [e.id for e in msg.elements if e.display == "side"])
+    return msg
+
+
+async def _send(rendered: render.RenderedMessage, actions: list[cl.Action]) -> cl.Message:
+    elements = _elements(rendered)
+    if not SETTINGS.chat.stream_seconds:
+        # One message, not a stream: each streamed token is a socket event and a re-render
+        # of the conversation in the browser, which costs more than the answer itself.
+        msg = cl.Message(
+            content=rendered.content,
+            elements=elements,
+            actions=actions,
+            metadata=rendered.metadata,
+        )
+        await msg.send()
+        return msg
+    msg = cl.Message(content="", elements=elements, actions=actions, metadata=rendered.metadata)
     # Answers are computed at once; streaming only paces reading, within a fixed budget.
     chunks = render.stream_chunks(rendered.content)
     pause = SETTINGS.chat.stream_seconds / max(len(chunks), 1)
@@ -573,7 +672,6 @@ async def _stream(rendered: render.RenderedMessage, actions: list[cl.Action]) ->
         if pause and n < len(chunks) - 1:
             await asyncio.sleep(pause)
     await msg.send()
-    _issue(msg.id)
     return msg
 
 
@@ -637,15 +735,45 @@ async def _guarded(work: Callable[[], Awaitable[None]]) -> None:
 async def _on_message(message: cl.Message) -> None:
     # The run step wrapping this call carries the thumbs in Chainlit 2.
     _issue(cl.context.current_step.id if cl.context.current_step else None)
+    started = time.perf_counter()
+    try:
+        await _reply(message)
+    finally:
+        # The server's share of a reply, from the message to the answer sent in full;
+        # evals/browser_bench.py compares it with what the browser waits.
+        log.info("Replied in %.1f ms", (time.perf_counter() - started) * 1000)
+
+
+async def _reply(message: cl.Message) -> None:
     if _profile() == render.AGENT:
-        await _guarded(lambda: _draft(message.content, "default"))
+        ticket = cl.user_session.get("last_ticket")
+        style = render.refinement_style(message.content)
+        if ticket and style:
+            # "can you make it shorter?" redoes the last draft; it is not a new ticket.
+            await _guarded(lambda: _draft(ticket, style, refinement=True))
+        else:
+            await _guarded(lambda: _draft(message.content, "default"))
     else:
         await _guarded(lambda: _answer(message.content))
 
 
-def _handoff_action() -> cl.Action:
+async def _title_thread(question: str, citations: tuple) -> None:
+    """Name the conversation in the history by its error or topic, once."""
+    if cl.user_session.get("titled"):
+        return
+    cl.user_session.set("titled", True)
+    from chainlit.data import get_data_layer
+
+    if (layer := get_data_layer()) is not None:
+        name = render.thread_title(question, citations)
+        await layer.update_thread(cl.context.session.thread_id, name=name)
+
+
+def _handoff_action(answer_metadata: dict | None = None) -> cl.Action:
+    # The hand-off is about the answer whose button is clicked, which may not be the last.
+    payload = render.handoff_payload(answer_metadata)
     return cl.Action(
-        name=render.HANDOFF_ACTION, payload={}, label="Talk to a human", icon="life-buoy"
+        name=render.HANDOFF_ACTION, payload=payload, label="Talk to a human", icon="life-buoy"
     )
 
 
@@ -656,7 +784,7 @@ async def _answer(question: str) -> None:
         cl.user_session.get("chat_settings"), support_bot.systems()
     )
     answer = await asyncio.to_thread(support_bot.answer, question, history, filters)
-    rendered = render.render_answer(answer, profile=_profile())
+    rendered = render.render_answer(answer, profile=_profile(), history=history)
     if notice := render.filter_notice(filters):
         rendered = render.RenderedMessage(
             f"{rendered.content}\n\n{notice}", rendered.elements, rendered.metadata
@@ -664,16 +792,13 @@ async def _answer(question: str) -> None:
     # Stored before it is shown: whatever answer the merchant saw, a replica taking over
     # after a crash continues from it.
     await _set_history(render.add_turns(history, question, answer))
-    await _stream(rendered, [_handoff_action()])
+    await _stream(rendered, [_handoff_action(rendered.metadata)])
+    cl.user_session.set("last_answer", rendered.metadata)
+    await _title_thread(question, answer.citations)
 
 
-async def _draft(ticket: str, style: DraftStyle) -> None:
-    support_bot = await bot()
-    filters = render.filters_from_settings(
-        cl.user_session.get("chat_settings"), support_bot.systems()
-    )
-    draft = await asyncio.to_thread(support_bot.draft, ticket, style, filters)
-    actions = [
+def _redraft_actions(ticket: str) -> list[cl.Action]:
+    return [
         cl.Action(
             name=render.REDRAFT_ACTION,
             payload={"ticket": ticket, "style": "shorter"},
@@ -687,17 +812,43 @@ async def _draft(ticket: str, style: DraftStyle) -> None:
             icon="briefcase",
         ),
     ]
-    await _stream(render.render_draft(draft, style), actions)
+
+
+async def _draft(ticket: str, style: DraftStyle, refinement: bool = False) -> None:
+    support_bot = await bot()
+    filters = render.filters_from_settings(
+        cl.user_session.get("chat_settings"), support_bot.systems()
+    )
+    draft = await asyncio.to_thread(support_bot.draft, ticket, style, filters)
+    rendered = render.render_draft(draft, style, refinement=refinement)
+    await _stream(rendered, _redraft_actions(ticket))
+    cl.user_session.set("last_ticket", ticket)
+    await _title_thread(ticket, draft.citations)
+
+
+def _conversation_link() -> str:
+    """Where support finds this conversation: this server's thread page."""
+    session = cl.context.session
+    environ = getattr(session, "environ", None) or {}
+    host = environ.get("HTTP_HOST") or f"{SETTINGS.chat.host}:{SETTINGS.chat.port}"
+    scheme = environ.get("HTTP_X_FORWARDED_PROTO") or "http"
+    return f"{scheme}://{host}/thread/{session.thread_id}"
 
 
 @cl.action_callback(render.HANDOFF_ACTION)
 async def _on_handoff(action: cl.Action) -> None:
-    async def send_contacts() -> None:
-        rendered = render.render_contacts((await bot()).support_contacts())
+    async def send_handoff() -> None:
+        handoff = render.build_handoff(
+            (await bot()).support_contacts(),
+            SETTINGS.answer.support_email,
+            render.handoff_answer(action.payload) or cl.user_session.get("last_answer"),
+            _conversation_link(),
+        )
+        rendered = render.render_handoff(handoff)
         sent = await cl.Message(content=rendered.content, metadata=rendered.metadata).send()
         _issue(sent.id, cl.context.current_step.id if cl.context.current_step else None)
 
-    await _guarded(send_contacts)
+    await _guarded(send_handoff)
 
 
 @cl.action_callback(render.REDRAFT_ACTION)
@@ -708,7 +859,8 @@ async def _on_redraft(action: cl.Action) -> None:
     style = action.payload.get("style")
     if style not in render.STYLE_LABELS:
         style = "default"
-    await _guarded(lambda: _draft(str(action.payload.get("ticket", "")), style))
+    ticket = str(action.payload.get("ticket", ""))
+    await _guarded(lambda: _draft(ticket, style, refinement=True))
 
 
 # -- starting a server ---------------------------------------------------------------------------

@@ -14,8 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.answer_types import Answer, Citation, Draft, Filters, Turn
-from ingest.entries import SEVERITIES, Entry
+from bot.answer_types import Answer, Citation, Draft, Filters, Turn, format_citation
+from bot.drafting import solution_blocks
+from ingest.entries import SEVERITIES, Entry, SubError
 
 MERCHANT = "Merchant"
 AGENT = "Support agent"
@@ -49,7 +50,8 @@ AGENT_STARTERS: tuple[tuple[str, str], ...] = (
     ),
 )
 
-DRAFT_SOURCE_SUFFIX = " ↗"
+SOURCE_SUFFIX = " ↗"
+DRAFT_SOURCE_SUFFIX = SOURCE_SUFFIX
 HANDOFF_ACTION = "talk_to_human"
 REDRAFT_ACTION = "redraft"
 STYLE_LABELS: dict[str, str] = {"default": "", "shorter": "shorter", "formal": "more formal"}
@@ -155,6 +157,26 @@ def hard_line_breaks(markdown: str) -> str:
     return "\n".join(out)
 
 
+_LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s")
+
+
+def separate_lists(markdown: str) -> str:
+    """A blank line between a list's last item and a paragraph that follows it.
+
+    Without it markdown glues the paragraph onto the last item (a contact
+    sentence would read as part of the phone bullet).
+    """
+    lines = markdown.split("\n")
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if _LIST_ITEM.match(line) and nxt.strip() and not _LIST_ITEM.match(nxt):
+            if not nxt.startswith((" ", "\t")):
+                out.append("")
+    return "\n".join(out)
+
+
 def safe_name(label: str) -> str:
     """An element name that survives Chainlit's ``[name](link)`` rewrite."""
     name = re.sub(r"[\[\]`*<>\\|]", "", label)
@@ -164,13 +186,17 @@ def safe_name(label: str) -> str:
 # -- sources -------------------------------------------------------------------------
 
 
-def entry_markdown(entry: Entry, score: float | None = None) -> str:
-    """The full text of a knowledge-base entry, as the source element shows it."""
-    lines: list[str] = [f"### {entry.title}"]
+def entry_markdown(entry: Entry, score: float | None = None, agent: bool = True) -> str:
+    """The full text of a knowledge-base entry, as the source element shows it.
+
+    ``agent=False`` leaves out what only support agents read: the code, kind,
+    severity and match score.
+    """
+    lines: list[str] = [f"### {entry.title if agent else plain_title(entry)}"]
     facts: list[tuple[str, str | None]] = [
-        ("Code", f"`{entry.code}`" if entry.code else None),
-        ("Kind", entry.kind.replace("_", " ")),
-        ("Severity", entry.severity),
+        ("Code", f"`{entry.code}`" if entry.code and agent else None),
+        ("Kind", entry.kind.replace("_", " ") if agent else None),
+        ("Severity", entry.severity if agent else None),
         ("Systems", entry.systems_text or ", ".join(entry.systems) or None),
         ("Section", entry.section),
         ("Updated", entry.updated),
@@ -194,28 +220,44 @@ def entry_markdown(entry: Entry, score: float | None = None) -> str:
     if entry.solution:
         lines += ["", "**Solution:**", "", entry.solution]
     where = f"{entry.source}, line {entry.line}"
-    if score is not None:
+    if score is not None and agent:
         where += f" · match score {score:.3f}"
     lines += ["", f"*Source: {where}*"]
     return hard_line_breaks(neutralize_html("\n".join(lines)))
 
 
-def source_elements(citations: Sequence[Citation], suffix: str = "") -> tuple[SourceElement, ...]:
-    """One element per cited entry, with unique names.
+def source_elements(
+    citations: Sequence[Citation], suffix: str = "", agent: bool = True
+) -> tuple[SourceElement, ...]:
+    """One element per cited entry, best first, with unique names.
 
     Chainlit links *every* occurrence of a name in the message, code blocks
     included; ``suffix`` keeps names out of text that must stay verbatim.
+    Merchants (``agent=False``) see entries named by their plain title, not a code.
     """
     seen: set[str] = set()
     out: list[SourceElement] = []
     for c in citations:
-        base = safe_name(c.entry.label) + suffix
+        base = safe_name(c.entry.label if agent else plain_title(c.entry)) + suffix
         name, n = base, 2
         while name in seen:
             name, n = f"{base} ({n})", n + 1
         seen.add(name)
-        out.append(SourceElement(name, entry_markdown(c.entry, c.score), c.entry.id))
+        content = entry_markdown(c.entry, c.score, agent=agent)
+        out.append(SourceElement(name, content, c.entry.id))
     return tuple(out)
+
+
+def source_panel(citations: Sequence[Citation]) -> SourceElement:
+    """All sources of a merchant's answer as one element, best first.
+
+    The side panel is titled by the element's name: one element per answer keeps
+    the title (the best source) and the list (this answer's sources) together.
+    """
+    best = citations[0].entry
+    name = safe_name(plain_title(best)) + SOURCE_SUFFIX
+    content = "\n\n---\n\n".join(entry_markdown(c.entry, agent=False) for c in citations)
+    return SourceElement(name, content, best.id)
 
 
 def sources_line(elements: Sequence[SourceElement]) -> str:
@@ -244,26 +286,229 @@ def citation_record(c: Citation) -> dict[str, Any]:
     return {"id": c.entry.id, "label": c.entry.label, **c.to_json()}
 
 
+# -- what a merchant reads -------------------------------------------------------------
+#
+# Merchants read an answer built from the cited entries themselves: the message they saw
+# first (in their language when they pasted it, with the English), a plain title, the
+# cause and the steps. Codes, severities and match scores are for agents; they stay in
+# the source elements of the agent profile.
+
+_CODE_IN_PARENS = re.compile(r"\s*\((\d{4,})\)\s*$")
+_WS = re.compile(r"\s+")
+
+# What a follow-up asks for, when it asks for one part of the answer only.
+_ASKS_FIX = re.compile(
+    r"\b(how (?:do|can|should) (?:i|we) (?:fix|solve|resolve|sort|handle)|fix (?:it|this|that)"
+    r"|what (?:do|should|can) (?:i|we) do|steps?\b|solution|solve (?:it|this))",
+    re.I,
+)
+_ASKS_CAUSE = re.compile(
+    r"^\W*(why|how come)\b|\b(what causes|cause[sd]?|reason|why does|why is|why do)\b", re.I
+)
+
+# A pasted message longer than this is collapsed in the answer's echo of it.
+ECHO_CHARS = 160
+
+
+def blocks_markdown(blocks: Sequence[tuple[str, list[str]]]) -> str:
+    """Numbered steps (numbering continues across notes), notes as prose, lists as bullets."""
+    out: list[str] = []
+    n = 0
+    for kind, items in blocks:
+        if kind == "steps":
+            lines = []
+            for item in items:
+                n += 1
+                lines.append(f"{n}. {item}")
+            out.append("\n".join(lines))
+        elif kind == "list":
+            out.append("\n".join(f"- {item}" for item in items))
+        else:
+            out.append(" ".join(items))
+    return "\n\n".join(out)
+
+
+def _norm(text: str) -> str:
+    return _WS.sub(" ", text.casefold()).strip(" \"'“”.")
+
+
+def english_message(entry: Entry) -> str | None:
+    """The entry's error message in English (the gloss of a Swedish message)."""
+    if entry.message and entry.message_gloss and not entry.message.endswith(":"):
+        return entry.message_gloss
+    return entry.message
+
+
+def plain_title(entry: Entry, part: SubError | None = None) -> str:
+    """A title a merchant understands: the English message or the entry's own words."""
+    if part is not None:
+        return part.gloss or part.message
+    if entry.kind in ("faq", "guide"):
+        return entry.title
+    message = english_message(entry)
+    if message and entry.message and entry.message.endswith(":"):
+        message = entry.message.rstrip(":")
+    if entry.kind == "error_pattern" or not message:
+        # Patterns are titled by their message in quotes; codes without a message by
+        # their code, which merchants do not read: make it words.
+        title = entry.title.replace("“", "").replace("”", "").replace('"', "")
+        if entry.code and title == entry.code:
+            return entry.code.replace("_", " ").capitalize()
+        return title
+    return _CODE_IN_PARENS.sub("", message)
+
+
+def _looks_nordic(text: str) -> bool:
+    from bot.glossary import translate_query
+
+    return translate_query(text) != text
+
+
+def collapse(text: str, limit: int = ECHO_CHARS) -> str:
+    """One line of at most ``limit`` characters (an ellipsis says it was cut)."""
+    line = _WS.sub(" ", text).strip()
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+def seen_line(question: str, entry: Entry, part: SubError | None = None) -> str:
+    """What the merchant saw, quoted first: their own words, with the English.
+
+    Returns an empty string when the entry has no message to compare with.
+    """
+    q = _norm(question)
+    candidates: list[tuple[str, str | None]] = []
+    if part is not None:
+        candidates.append((part.message, part.gloss))
+    else:
+        if entry.message:
+            candidates.append((entry.message, english_message(entry)))
+        candidates.extend((p.message, p.gloss) for p in entry.parts)
+    for original, english in candidates:
+        if _norm(original) and _norm(original) in q:
+            translated = (
+                f" — in English: “{english}”"
+                if english and _norm(english) != _norm(original)
+                else ""
+            )
+            return f"**You saw:** “{original}”{translated}"
+        if english and _norm(english) in q:
+            return f"**You saw:** “{english}”"
+    english = english_message(entry) if part is None else (part.gloss or part.message)
+    if _looks_nordic(question) and english:
+        return f"**You saw:** “{collapse(question)}” — in English: “{english}”"
+    if english:
+        return f"**The message:** “{english}”"
+    return ""
+
+
+def matching_part(question: str, entry: Entry) -> SubError | None:
+    """The sub-error of a grouped entry that the question names, if exactly one does."""
+    q = _norm(question)
+    hits = [p for p in entry.parts if _norm(p.message) in q or (p.gloss and _norm(p.gloss) in q)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def follow_up_intent(question: str) -> str | None:
+    """``"fix"`` or ``"cause"`` when a question asks for one part of an answer, else None."""
+    if _ASKS_CAUSE.search(question):
+        return "cause"
+    if _ASKS_FIX.search(question):
+        return "fix"
+    return None
+
+
+def merchant_entry_markdown(
+    question: str, entry: Entry, intent: str | None = None, brief: bool = False
+) -> str:
+    """One entry as a merchant reads it; ``intent`` keeps only the cause or the steps."""
+    if entry.kind in ("faq", "guide"):
+        body = "\n\n".join(line for line in (entry.text or "").split("\n") if line.strip())
+        return f"### {entry.title}\n\n{body}"
+    part = matching_part(question, entry)
+    parts = (part,) if part else entry.parts
+    lines: list[str] = []
+    # A follow-up ("how do I fix it?") comes right after the full answer: no need to
+    # quote the message again.
+    if not brief and intent is None:
+        if seen := seen_line(question, entry, part):
+            lines.append(seen)
+    lines.append(f"### {plain_title(entry, part)}")
+    if entry.text and not entry.parts and not brief and intent is None:
+        lines.append(entry.text)
+    for p in parts:
+        if part is None:
+            gloss = f" ({p.gloss})" if p.gloss else ""
+            lines.append(f"#### “{p.message}”{gloss}")
+        if p.cause and intent != "fix":
+            lines.append(f"**Why it happens:** {p.cause}")
+        if p.solution and intent != "cause":
+            lines += ["**What to do:**", blocks_markdown(solution_blocks(p.solution))]
+    if entry.cause and intent != "fix":
+        lines.append(f"**Why it happens:** {entry.cause}")
+    if entry.solution and intent != "cause":
+        lines += ["**What to do:**", blocks_markdown(solution_blocks(entry.solution))]
+    return "\n\n".join(lines)
+
+
 # -- messages -------------------------------------------------------------------------
 
 
-def notices_markdown(notices: Sequence[str]) -> str:
-    """Notices (e.g. a truncated question) as italic lines."""
+_TOKENS_NOTICE = re.compile(r"only its first \d+ tokens were read", re.I)
+PLAIN_TRUNCATION = "Your message was long, so I read only its beginning."
+
+
+def notices_markdown(notices: Sequence[str], plain: bool = False) -> str:
+    """Notices (e.g. a truncated question) as italic lines.
+
+    ``plain`` (merchants) words the truncation notice without "tokens".
+    """
+    if plain:
+        notices = [PLAIN_TRUNCATION if _TOKENS_NOTICE.search(n) else n for n in notices]
     return "\n".join(f"*{neutralize_html(n)}*" for n in notices)
 
 
-def render_answer(answer: Answer, profile: str = MERCHANT) -> RenderedMessage:
-    """A merchant answer: markdown text linking its source elements, and step metadata.
+def render_answer(
+    answer: Answer, profile: str = MERCHANT, history: Sequence[Turn] = ()
+) -> RenderedMessage:
+    """An answer: markdown text linking its source elements, and step metadata.
 
-    Sources the text does not name get a "Sources:" line, so every citation can
-    be opened.
+    A merchant's answer is built from the cited entries (see
+    :func:`merchant_answer_markdown`); the agent profile and answers that cite
+    nothing show the answer's own text. Every source is named once, best first,
+    on a "Sources:" line, so each can be opened.
+
+    Args:
+        answer: What the bot answered.
+        profile: The chat profile; only the agent profile sees codes and scores.
+        history: The conversation before this answer: a follow-up about the entry
+            the last answer cited gets only the part it asks for.
     """
-    # Suggested entries (outcome "suggest") open like sources, so a real question whose
-    # entry was not confidently found is still one click from it.
-    elements = source_elements((*answer.citations, *answer.related))
-    text, unnamed = link_sources(hard_line_breaks(neutralize_html(answer.text)), elements)
-    parts = [notices_markdown(answer.notices), text]
-    parts.append(sources_line([e for e in elements if e.name in unnamed]))
+    agent = profile == AGENT
+    composed = not (agent or answer.abstained or not answer.citations or answer.outcome != "answer")
+    # Chainlit links every occurrence of an element's name: in a composed answer the
+    # suffix keeps the title and the quoted message from turning into links.
+    if composed:
+        elements: tuple[SourceElement, ...] = (source_panel(answer.citations),)
+        intent = _intent_for(answer, history)
+        text = neutralize_html(merchant_answer_markdown(answer, intent))
+        sources = list(elements)
+    else:
+        # Suggested entries (outcome "suggest") open like sources, so a real question whose
+        # entry was not confidently found is still one click from it.
+        cited = (*answer.citations, *answer.related)
+        elements = source_elements(cited, agent=agent)
+        markdown = answer.text
+        if not agent:
+            # Merchants read titles, not codes: "[FORTNOX_X]" becomes "[Its title]".
+            for c, e in zip(cited, elements, strict=True):
+                markdown = markdown.replace(format_citation(c.entry), f"[{e.name}]")
+        markdown = hard_line_breaks(neutralize_html(separate_lists(markdown)))
+        text, unnamed = link_sources(markdown, elements)
+        if not agent:
+            text = _RAW_SOURCE.sub("", text)
+        sources = [e for e in elements if e.name in unnamed]
+        intent = None
+    parts = [notices_markdown(answer.notices, plain=not agent), text, sources_line(sources)]
     metadata = {
         "kind": "answer",
         "profile": profile,
@@ -272,12 +517,53 @@ def render_answer(answer: Answer, profile: str = MERCHANT) -> RenderedMessage:
         "citations": [citation_record(c) for c in answer.citations],
         "related": [citation_record(c) for c in answer.related],
         "abstained": answer.abstained,
+        "intent": intent,
+        "facts": answer_facts(answer),
     }
     return RenderedMessage("\n\n".join(p for p in parts if p), elements, metadata)
 
 
-def render_draft(draft: Draft, style: str = "default") -> RenderedMessage:
-    """An agent draft: the reply in a copyable code block, then the entries it cites."""
+# "Source: [FAQ: How do I contact Junipeer support?]" left in a text that links nothing.
+_RAW_SOURCE = re.compile(r"\n*Source: \[[^\]\n]*\]")
+
+
+def _intent_for(answer: Answer, history: Sequence[Turn]) -> str | None:
+    """The part a follow-up asks for, when it is about the entry just shown."""
+    last = next((t for t in reversed(history) if t.role == "assistant"), None)
+    if last is None or not last.cited or not answer.citations:
+        return None
+    if answer.citations[0].entry.id != last.cited[0]:
+        return None
+    return follow_up_intent(answer.question)
+
+
+def merchant_answer_markdown(answer: Answer, intent: str | None = None) -> str:
+    """The merchant's answer from its cited entries, best first.
+
+    The best entry is shown in full (or only its cause or steps for a follow-up
+    asking for them); the others are named as "Also related" for the merchant to
+    open.
+    """
+    best, *others = [c.entry for c in answer.citations]
+    parts = [merchant_entry_markdown(answer.question, best, intent)]
+    if others and intent is None:
+        names = " · ".join(f"“{plain_title(e)}”" for e in others)
+        parts.append(f"*Also related: {names} (in the sources).*")
+    return "\n\n".join(parts)
+
+
+def render_draft(draft: Draft, style: str = "default", refinement: bool = False) -> RenderedMessage:
+    """An agent draft: the reply in a copyable code block, what to check beside it.
+
+    The reply is what the merchant receives (no codes); the entries it relies on,
+    with their codes, severities and scores, are listed below it for the agent.
+
+    Args:
+        draft: The draft reply.
+        style: ``default``, ``shorter`` or ``formal``.
+        refinement: The draft redoes the last ticket in another style (typed or clicked):
+            its metadata says so, so reports do not count it as a new question.
+    """
     # The reply quotes entry labels; suffixed names leave its code block untouched.
     elements = source_elements(draft.citations, suffix=DRAFT_SOURCE_SUFFIX)
     related = source_elements(draft.related, suffix=DRAFT_SOURCE_SUFFIX)
@@ -294,7 +580,14 @@ def render_draft(draft: Draft, style: str = "default") -> RenderedMessage:
             "*No knowledge-base entry matches this ticket: check it yourself or escalate.*"
         )
     if elements:
-        parts.append(sources_line(elements) + " — open them to check the draft before sending.")
+        checks = ["**Check before sending:**"]
+        for c, e in zip(draft.citations, elements, strict=True):
+            facts = [f"severity {c.entry.severity}" if c.entry.severity else c.entry.kind]
+            if c.entry.message:
+                facts.append(f"message “{neutralize_html(c.entry.message)}”")
+            facts.append(f"match score {c.score:.2f}")
+            checks.append(f"- {e.name} — {', '.join(facts)}")
+        parts.append("\n".join(checks))
     metadata = {
         "kind": "draft",
         "profile": AGENT,
@@ -305,15 +598,234 @@ def render_draft(draft: Draft, style: str = "default") -> RenderedMessage:
         "related": [citation_record(c) for c in draft.related],
         "abstained": draft.abstained,
     }
+    if refinement:
+        metadata["refinement"] = True
     return RenderedMessage("\n\n".join(p for p in parts if p), (*elements, *related), metadata)
 
 
+_SHORTER = re.compile(r"\b(shorter|shorten|more concise|too long|briefer|kortare)\b", re.I)
+_FORMAL = re.compile(r"\b(more formal|formal|more polite|politer|formellare)\b", re.I)
+_DEFAULT = re.compile(r"\b(less formal|more casual|normal|as before|original)\b", re.I)
+# A refinement is a short request; a ticket that happens to say "shorter" is longer.
+MAX_REFINEMENT_CHARS = 80
+
+
+def refinement_style(text: str) -> str | None:
+    """The draft style a short typed request asks for ("make it shorter"), else None."""
+    if len(text.strip()) > MAX_REFINEMENT_CHARS:
+        return None
+    for pattern, style in ((_DEFAULT, "default"), (_SHORTER, "shorter"), (_FORMAL, "formal")):
+        if pattern.search(text):
+            return style
+    return None
+
+
+def thread_title(question: str, citations: Sequence[Citation]) -> str:
+    """A conversation's title in the history: its error or topic, not its first words."""
+    if citations:
+        return collapse(plain_title(citations[0].entry), 80)
+    return collapse(question, 60) or "Conversation"
+
+
+def last_draft_ticket(steps: Sequence[Mapping[str, Any]]) -> str | None:
+    """The ticket of the last draft in a resumed thread's steps (for its refinements)."""
+    for step in reversed(steps):
+        meta = step.get("metadata") or {}
+        if isinstance(meta, str):
+            try:
+                meta = json.loads(meta)
+            except ValueError:
+                continue
+        if isinstance(meta, Mapping) and meta.get("kind") == "draft" and meta.get("question"):
+            return str(meta["question"])
+    return None
+
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_PHONE = re.compile(r"Phone:\s*([+\d][\d ()+-]{5,}\d)")
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """What a "Talk to a human" hand-off carries to Junipeer support."""
+
+    email: str
+    question: str
+    code: str | None
+    message: str | None
+    suggested: str
+    link: str
+    phone: str | None = None
+
+    @property
+    def subject(self) -> str:
+        """The e-mail subject: the error when there is one, else the question."""
+        about = self.message or self.code or collapse(self.question, 80) or "a question"
+        return f"Help needed: {about}"
+
+    @property
+    def body(self) -> str:
+        """The e-mail body, with everything support needs to pick the case up."""
+        lines = [
+            "Hi Junipeer support,",
+            "",
+            "I need help with this:",
+            "",
+            collapse(self.question, 1500),
+        ]
+        if self.code or self.message:
+            lines += ["", f"Error: {' — '.join(x for x in (self.code, self.message) if x)}"]
+        lines += ["", f"The assistant suggested: {self.suggested}"]
+        if self.link:
+            lines += ["", f"Conversation: {self.link}"]
+        lines += ["", "Task ID or reference number (from the Tasks or Logs page): "]
+        return "\n".join(lines)
+
+    def mailto(self) -> str:
+        """A ``mailto:`` URL with the subject and body filled in."""
+        from urllib.parse import quote
+
+        return f"mailto:{self.email}?subject={quote(self.subject)}&body={quote(self.body)}"
+
+    def record(self) -> dict[str, Any]:
+        """The hand-off as stored in its step's metadata (read by ``supportbot handoffs``)."""
+        return {
+            "email": self.email,
+            "question": self.question,
+            "code": self.code,
+            "message": self.message,
+            "suggested": self.suggested,
+            "link": self.link,
+        }
+
+
+def answer_facts(answer: Answer) -> dict[str, Any]:
+    """What a later hand-off needs to know about an answer (kept in its metadata)."""
+    if answer.abstained or not answer.citations:
+        return {"code": None, "message": None, "suggested": "nothing: not in the knowledge base"}
+    entry = answer.citations[0].entry
+    steps = [
+        item
+        for kind, items in solution_blocks(entry.solution or "")
+        if kind == "steps"
+        for item in items
+    ]
+    suggested = plain_title(entry)
+    if steps:
+        suggested += " — " + " ".join(steps[:3])
+    return {"code": entry.code, "message": entry.message, "suggested": collapse(suggested, 600)}
+
+
+def build_handoff(
+    contacts_markdown: str,
+    fallback_email: str,
+    last_answer: Mapping[str, Any] | None,
+    link: str,
+) -> Handoff:
+    """The hand-off for the conversation's last answer.
+
+    Args:
+        contacts_markdown: The FAQ's support contacts (the address and phone come from it).
+        fallback_email: Used when the FAQ names no address.
+        last_answer: The last answer's metadata (see :func:`render_answer`), if any.
+        link: Where support finds this conversation.
+    """
+    email_match = _EMAIL.search(contacts_markdown)
+    phone_match = _PHONE.search(contacts_markdown)
+    facts = dict((last_answer or {}).get("facts") or {})
+    return Handoff(
+        email=email_match.group(0) if email_match else fallback_email,
+        question=str((last_answer or {}).get("question") or ""),
+        code=facts.get("code"),
+        message=facts.get("message"),
+        suggested=str(facts.get("suggested") or "nothing yet"),
+        link=link,
+        phone=phone_match.group(1).strip() if phone_match else None,
+    )
+
+
+def handoff_payload(answer_metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What a "Talk to a human" button carries about its answer (see :func:`handoff_answer`)."""
+    if not answer_metadata:
+        return {}
+    return {
+        "question": str(answer_metadata.get("question") or ""),
+        "facts": dict(answer_metadata.get("facts") or {}),
+    }
+
+
+def handoff_answer(payload: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The answer facts a clicked button sent back, checked (the browser sends them).
+
+    Only bounded strings are kept; anything else is dropped.
+    """
+    if not isinstance(payload, Mapping) or not isinstance(payload.get("question"), str):
+        return None
+    facts = payload.get("facts") if isinstance(payload.get("facts"), Mapping) else {}
+    clean = {
+        key: collapse(value, 600)
+        for key in ("code", "message", "suggested")
+        if isinstance(value := facts.get(key), str)
+    }
+    return {"question": payload["question"][:4000], "facts": clean}
+
+
+def render_handoff(handoff: Handoff) -> RenderedMessage:
+    """The "Talk to a human" answer: one click opens a filled-in e-mail to support.
+
+    The contacts are not repeated: one link, the phone as a second way, and what
+    the e-mail will contain.
+    """
+    lines = [
+        "**Talk to a human:** Junipeer support will pick this up.",
+        "",
+        f"**[✉ E-mail support about this]({handoff.mailto()})** — the e-mail to "
+        "Junipeer support is filled in with your question"
+        + (", the error" if handoff.code or handoff.message else "")
+        + ", what I suggested and a link to this conversation. Add the task ID from the "
+        "Tasks or Logs page if you have it.",
+    ]
+    if handoff.phone:
+        lines += ["", f"Or call {handoff.phone}."]
+    metadata = {"kind": "handoff", "handoff": handoff.record()}
+    return RenderedMessage(neutralize_html("\n".join(lines)), (), metadata)
+
+
 def render_contacts(contacts_markdown: str) -> RenderedMessage:
-    """The "Talk to a human" answer."""
+    """The support contacts from the FAQ, as a message (no raw citation)."""
     text = "**Talk to a human:** Junipeer support is happy to help.\n\n" + hard_line_breaks(
-        neutralize_html(contacts_markdown)
+        neutralize_html(separate_lists(_RAW_SOURCE.sub("", contacts_markdown)))
     )
     return RenderedMessage(text, (), {"kind": "handoff"})
+
+
+SUGGEST_ACTION = "suggest"
+WIDGET_GREETING = (
+    "**Hi! I'm Junipeer's support assistant.** Ask me about sync errors and error codes "
+    "(paste the message you see), setting up your integrations, or pricing."
+)
+
+
+def widget_greeting(context: Mapping[str, Any] | None) -> tuple[str, list[tuple[str, str]]]:
+    """The widget's first message and its suggestions, from what the host page shows.
+
+    Args:
+        context: What the merchant's page passed (``{"error": "..."}``); untrusted, so it
+            is bounded and made inert.
+
+    Returns:
+        The greeting markdown and ``(label, message)`` suggestions, the page's error first.
+    """
+    raw = (context or {}).get("error") if isinstance(context, Mapping) else None
+    error = collapse(str(raw), 200) if isinstance(raw, str) and raw.strip() else ""
+    if not error:
+        return WIDGET_GREETING, list(MERCHANT_STARTERS)
+    text = (
+        f"{WIDGET_GREETING}\n\nI see this page shows the error “{neutralize_html(error)}”. "
+        "Shall I explain what to do?"
+    )
+    first = ("Explain the error on this page", f"I get the error '{error}'. What do I do?")
+    return text, [first, *MERCHANT_STARTERS[1:3]]
 
 
 def rate_limited_text(wait_s: float) -> str:

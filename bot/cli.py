@@ -1,4 +1,4 @@
-"""The ``supportbot`` command line: ingest, ask, draft, eval, chat, feedback, gaps.
+"""The ``supportbot`` command line: ingest, ask, draft, eval, chat, feedback, gaps, handoffs.
 
 Only argument handling and printing live here; each command builds the
 settings once and calls the same functions the chat app uses.
@@ -497,6 +497,8 @@ def gaps(
         )
         for question in group["questions"][:5]:
             typer.echo(f"        - {question}")
+        for comment in group["comments"][:5]:
+            typer.echo(f'        comment: "{comment}"')
     _print_candidates(candidates)
 
 
@@ -585,6 +587,28 @@ def cluster_down(folder: ClusterDir = REPO_ROOT / "data" / "cluster") -> None:
     except ClusterError as exc:
         raise _fail(str(exc)) from None
     typer.echo("Cluster stopped." if stopped else f"No cluster is up in {folder}.")
+
+
+@app.command()
+def handoffs(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
+) -> None:
+    """Conversations handed off to a human ("Talk to a human"), oldest first."""
+    from bot.persistence import fetch_handoffs
+
+    settings = _settings()
+    (rows,) = _read_database(settings, fetch_handoffs)
+    rows = utf8_safe_data(rows)
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, default=str, indent=1))
+        return
+    if not rows:
+        typer.echo("No hand-offs yet.")
+    for row in rows:
+        error = " — ".join(str(x) for x in (row.get("code"), row.get("message")) if x)
+        typer.echo(f"{row['created_at']}  {row['question']!r}" + (f"  [{error}]" if error else ""))
+        typer.echo(f"        suggested: {row.get('suggested') or '-'}")
+        typer.echo(f"        conversation: {row.get('link') or row['thread_id']}")
 
 
 def _unexpected(exc: BaseException) -> int:

@@ -11,8 +11,8 @@ adds what that layer leaves to the project:
   the adapter the thread row is silently not saved;
 * a tiny storage client keeping the (small, text-only) citation elements inline as
   ``data:`` URLs, so resumed threads still show their sources without S3;
-* synchronous readers for the CLI: :func:`fetch_feedback`, :func:`fetch_abstentions`
-  and the pure :func:`gap_report`.
+* synchronous readers for the CLI: :func:`fetch_feedback`, :func:`fetch_abstentions`,
+  :func:`fetch_handoffs` and the pure :func:`gap_report`.
 
 The answer steps carry what the reports need in their metadata (see
 ``bot/chat_render.py``): ``question``, ``citations`` and ``abstained``.
@@ -547,7 +547,8 @@ async def fetch_abstentions_async(url: str) -> list[dict[str, Any]]:
     out = []
     for row in await _query(url, _ABSTENTION_SQL):
         meta = _json(row["metadata"], {})
-        if not meta.get("abstained"):
+        # A draft redone in another style ("make it shorter") is not a new question.
+        if not meta.get("abstained") or meta.get("refinement"):
             continue
         out.append(
             {
@@ -568,6 +569,46 @@ def fetch_abstentions(url: str) -> list[dict[str, Any]]:
     Each row: ``thread_id, step_id, created_at, kind, question, answer``.
     """
     return _sync(url, lambda: fetch_abstentions_async(url))
+
+
+_HANDOFF_SQL = """
+SELECT s."id" AS step_id, s."threadId" AS thread_id, s."metadata" AS metadata,
+       s."createdAt" AS created_at
+FROM steps s
+WHERE s."type" = 'assistant_message' AND CAST(s."metadata" AS TEXT) LIKE '%"kind": "handoff"%'
+ORDER BY s."createdAt"
+"""
+
+
+async def fetch_handoffs_async(url: str) -> list[dict[str, Any]]:
+    """Hand-offs to a human ("Talk to a human"), oldest first."""
+    out = []
+    for row in await _query(url, _HANDOFF_SQL):
+        meta = _json(row["metadata"], {})
+        record = meta.get("handoff") if meta.get("kind") == "handoff" else None
+        if not isinstance(record, dict):
+            continue
+        out.append(
+            {
+                "thread_id": str(row["thread_id"]),
+                "step_id": str(row["step_id"]),
+                "created_at": row["created_at"],
+                **{k: record.get(k) for k in _HANDOFF_FIELDS},
+            }
+        )
+    return out
+
+
+_HANDOFF_FIELDS = ("email", "question", "code", "message", "suggested", "link")
+
+
+def fetch_handoffs(url: str) -> list[dict[str, Any]]:
+    """Synchronous :func:`fetch_handoffs_async`.
+
+    Each row: ``thread_id, step_id, created_at, email, question, code, message,
+    suggested, link``.
+    """
+    return _sync(url, lambda: fetch_handoffs_async(url))
 
 
 # -- gap report (pure) -------------------------------------------------------------------

@@ -70,8 +70,8 @@ def _answer(text: str = ANSWER_TEXT, *entries: Entry, abstained: bool = False) -
 # -- answers -----------------------------------------------------------------------
 
 
-def test_answer_links_its_inline_citation_to_the_source_element() -> None:
-    rendered = render.render_answer(_answer())
+def test_agent_answer_links_its_inline_citation_to_the_source_element() -> None:
+    rendered = render.render_answer(_answer(), profile=render.AGENT)
 
     assert [e.name for e in rendered.elements] == ["FORTNOX_CUSTOMER_NAME_EMPTY"]
     # "[CODE]" is unbracketed so Chainlit turns the name into a link to the element.
@@ -81,8 +81,8 @@ def test_answer_links_its_inline_citation_to_the_source_element() -> None:
     assert "**Sources:**" not in rendered.content
 
 
-def test_answer_keeps_the_markdown_and_its_line_breaks() -> None:
-    content = render.render_answer(_answer()).content
+def test_agent_answer_keeps_the_markdown_and_its_line_breaks() -> None:
+    content = render.render_answer(_answer(), profile=render.AGENT).content
 
     assert "**What to do:**" in content
     assert "1. Set a default customer name." in content
@@ -94,11 +94,13 @@ def test_sources_not_named_in_the_text_get_a_sources_line() -> None:
     answer = _answer(
         "Pricing is per integration. [FAQ: How does Junipeer pricing work?]", FAQ_ENTRY
     )
-    linked = render.render_answer(answer)
+    linked = render.render_answer(answer, profile=render.AGENT)
     assert "FAQ: How does Junipeer pricing work?" in linked.content
     assert "**Sources:**" not in linked.content
 
-    unnamed = render.render_answer(_answer("An answer that names nothing.", CODE_ENTRY, FAQ_ENTRY))
+    unnamed = render.render_answer(
+        _answer("An answer that names nothing.", CODE_ENTRY, FAQ_ENTRY), profile=render.AGENT
+    )
     assert unnamed.content.endswith(
         "**Sources:** FORTNOX_CUSTOMER_NAME_EMPTY · How does Junipeer pricing work?"
     )
@@ -240,7 +242,9 @@ def test_draft_source_names_never_occur_in_the_reply() -> None:
 
     assert element.name == "FORTNOX_CUSTOMER_NAME_EMPTY" + render.DRAFT_SOURCE_SUFFIX
     assert element.name not in REPLY
-    assert f"**Sources:** {element.name}" in rendered.content
+    # What the agent checks sits beside the reply, with the code and score.
+    assert f"**Check before sending:**\n- {element.name} — severity Error" in rendered.content
+    assert "match score 1.00" in rendered.content
 
 
 def test_draft_style_label_and_metadata() -> None:

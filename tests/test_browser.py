@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from bot.persistence import fetch_feedback
+from bot.persistence import fetch_abstentions, fetch_feedback, fetch_handoffs
 
 # In CI the browser tests must run (scripts/test.sh installs chromium): no silent skip there.
 pytestmark = [
@@ -144,14 +145,35 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
-@pytest.fixture
-def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1300, "height": 900})
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 375, "height": 812}
+
+
+def _new_page(browser: Any, request: pytest.FixtureRequest, viewport: dict) -> Iterator[Any]:
+    context = browser.new_context(viewport=viewport)
     page = context.new_page()
     page.set_default_timeout(20_000)
+    # Nothing may be fetched from another host: not fonts, not KaTeX, not anything.
+    hosts: set[str] = set()
+    page.on("request", lambda r: hosts.add(urllib.parse.urlsplit(r.url).netloc))
     yield page
     page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-final.png"))
     context.close()
+    served = {h for h in hosts if h}
+    assert len(served) == 1, f"requests went to other hosts: {sorted(served)}"
+    assert next(iter(served)).startswith("127.0.0.1:"), served
+
+
+@pytest.fixture
+def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A desktop-sized page (1280×800)."""
+    yield from _new_page(browser, request, DESKTOP)
+
+
+@pytest.fixture
+def phone(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A phone-sized page (375×812)."""
+    yield from _new_page(browser, request, PHONE)
 
 
 def shot(page: Any, name: str) -> None:
@@ -172,6 +194,11 @@ def ask(page: Any, question: str) -> Any:
     page.locator("#chat-input").fill(question)
     # The composer is enabled once the session is ready (the bot may still be loading).
     page.locator("#chat-submit:not([disabled])").click(timeout=ANSWER_TIMEOUT_MS)
+    return wait_for_answer(page, before)
+
+
+def wait_for_answer(page: Any, before: int) -> Any:
+    """The assistant message number ``before`` once it is complete (its actions shown)."""
     answer = page.locator(ANSWER).nth(before)
     answer.wait_for(timeout=ANSWER_TIMEOUT_MS)
     # Actions are attached when the streamed message is sent in full.
@@ -190,59 +217,156 @@ def poll(fetch: Callable[[], list[dict]], until: Callable[[list[dict]], bool]) -
     return rows
 
 
+def in_viewport(page: Any, locator: Any) -> bool:
+    box = locator.bounding_box()
+    view = page.viewport_size
+    return bool(box) and box["y"] >= 0 and box["y"] + min(box["height"], 40) <= view["height"]
+
+
 # -- the merchant chat ------------------------------------------------------------------
 
 
-def test_merchant_chat_answers_with_openable_sources_and_stores_feedback(
+def test_merchant_answer_leads_with_what_they_saw_and_follow_ups_answer_the_follow_up(
     merchant_server: Server, page: Any
 ) -> None:
     page.goto(merchant_server.url)
-    # No login for merchants: straight to the welcome screen with its starters.
+    # No login for merchants: straight to the welcome screen with its starters, light.
     wait_for_welcome(page)
     assert page.locator("#password").count() == 0
     assert page.get_by_text("I'm the Junipeer support assistant").is_visible()
     assert page.locator("#starters").get_by_text("Fiscal year not available").is_visible()
+    assert page.evaluate("() => document.documentElement.classList.contains('light')")
     shot(page, "merchant-01-welcome")
 
-    answer = ask(page, "what is error 2000637")
-    assert "FORTNOX_CUSTOMER_NAME_EMPTY" in answer.inner_text()
-    assert "Customer name cannot be empty" in answer.inner_text()
-    source = answer.locator(SOURCE_LINK).filter(has_text="FORTNOX_CUSTOMER_NAME_EMPTY").first
-    source.click()
+    answer = ask(page, "Räkenskapsår saknas")
+    text = answer.inner_text()
+    assert text.startswith(
+        "You saw: “Räkenskapsår saknas” — in English: “Fiscal year not available”"
+    )
+    assert answer.locator("h3").first.inner_text() == "Fiscal year not available"
+    # Real steps: the explanation between them is prose, not a numbered step.
+    steps = answer.locator("ol > li").all_inner_texts()
+    assert len(steps) == 2
+    assert steps[0].startswith("In Fortnox, go to Settings")
+    assert steps[1].startswith("After creating the fiscal year")
+    assert "This commonly occurs at the start of a new calendar year" in text
+    # Codes and scores are for agents.
+    assert "FORTNOX_" not in text
+    assert "score" not in text
+    # The source chip reads as written, not in capitals; the panel shows this answer only.
+    chip = answer.locator(SOURCE_LINK).first
+    assert chip.inner_text().strip() == "Fiscal year not available ↗"
+    assert chip.evaluate("e => getComputedStyle(e).textTransform") == "none"
     side = page.locator("#side-view-content")
     side.get_by_text("error-codes.txt, line").first.wait_for()
-    assert "Customer Settings" in side.inner_text()
+    assert page.locator("#side-view-title").inner_text().startswith("Fiscal year not available")
+    assert "FORTNOX_FISCAL_YEAR" not in side.inner_text()
+    assert "match score" not in side.inner_text()
     shot(page, "merchant-02-answer-and-source")
 
-    answer.locator(".negative-feedback-off").click()
+    fix = ask(page, "how do I fix it?")
+    assert fix.locator("ol > li").count() == 2
+    assert "Why it happens" not in fix.inner_text()
+    assert fix.inner_text() != answer.inner_text()
+    why = ask(page, "why?")
+    assert "Why it happens: The order date falls in a fiscal year" in why.inner_text()
+    assert why.locator("ol > li").count() == 0
+    shot(page, "merchant-03-follow-ups")
+
+    # After an answer without sources, the panel no longer shows the old ones.
+    nothing = ask(page, "what's the weather in Paris tomorrow?")
+    assert "could not find this" in nothing.inner_text()
+    page.wait_for_function("() => !document.querySelector('#side-view-content')")
+
+
+def test_thumbs_up_needs_no_dialog_and_thumbs_down_takes_a_comment(
+    merchant_server: Server, page: Any
+) -> None:
+    page.goto(merchant_server.url)
+    answer = ask(page, "what is error 2000637")
+    assert "Customer name cannot be empty" in answer.inner_text()
+
+    answer.locator(".positive-feedback-off").click()
+    answer.locator(".positive-feedback-on").wait_for()
+    assert page.locator("[role=dialog] textarea").count() == 0
+    rows = poll(
+        lambda: fetch_feedback(merchant_server.database_url),
+        lambda rows: any(r["question"] == "what is error 2000637" for r in rows),
+    )
+    (up,) = [r for r in rows if r["question"] == "what is error 2000637"]
+    assert up["value"] == 1
+    assert up["comment"] == ""
+
+    second = ask(page, "Invalid grant")
+    second.locator(".negative-feedback-off").click()
     page.locator("[role=dialog] textarea").fill("Please add the Shopify steps")
     page.locator("#submit-feedback").click()
     rows = poll(
         lambda: fetch_feedback(merchant_server.database_url),
         lambda rows: any(r["comment"] == "Please add the Shopify steps" for r in rows),
     )
-    (row,) = [r for r in rows if r["comment"] == "Please add the Shopify steps"]
-    assert row["value"] == 0
-    assert row["question"] == "what is error 2000637"
-    assert "FORTNOX_CUSTOMER_NAME_EMPTY" in row["answer"]
-    assert [c["id"] for c in row["citations"]] == ["FORTNOX_CUSTOMER_NAME_EMPTY"]
-    shot(page, "merchant-03-feedback")
-
-    follow_up = ask(page, "how do I fix it?")
-    assert "Customer Settings" in follow_up.inner_text()
+    (down,) = [r for r in rows if r["comment"] == "Please add the Shopify steps"]
+    assert down["value"] == 0
+    assert down["question"] == "Invalid grant"
+    shot(page, "merchant-04-feedback")
 
 
-def test_out_of_scope_question_hands_off_to_a_human(merchant_server: Server, page: Any) -> None:
+def test_talk_to_a_human_opens_a_filled_in_email_and_is_recorded(
+    merchant_server: Server, page: Any
+) -> None:
     page.goto(merchant_server.url)
-    answer = ask(page, "what's the weather in Paris tomorrow?")
-    text = answer.inner_text()
-    assert "could not find this" in text
-    assert "support@junipeer.io" in text
-    assert answer.locator(SOURCE_LINK).count() == 0
-
+    answer = ask(page, "Customer name cannot be empty (2000637)")
+    for _ in range(3):  # push the first answer's button up the page
+        ask(page, "how does pricing work?")
     answer.locator("button").filter(has_text="Talk to a human").click()
-    page.get_by_text("Junipeer support is happy to help").wait_for()
-    shot(page, "merchant-04-handoff")
+    mail = page.locator('a[href^="mailto:"]').filter(has_text="E-mail support about this").last
+    mail.wait_for()
+    href = mail.get_attribute("href")
+    url = urllib.parse.urlsplit(href)
+    assert url.path == "support@junipeer.io"
+    query = urllib.parse.parse_qs(url.query)
+    assert query["subject"] == ["Help needed: Customer name cannot be empty (2000637)"]
+    (body,) = query["body"]
+    assert "Customer name cannot be empty (2000637)" in body
+    assert "Error: FORTNOX_CUSTOMER_NAME_EMPTY — Customer name cannot be empty (2000637)" in body
+    assert "The assistant suggested: Customer name cannot be empty — Configure a default" in body
+    assert "Conversation: http://127.0.0.1:" in body
+    assert "/thread/" in body
+    # The hand-off message does not repeat the contact list; the chat scrolls to it.
+    handoff = page.locator(ANSWER).last
+    assert "Source: [FAQ" not in handoff.inner_text()
+    assert "support@junipeer.io" not in handoff.inner_text()
+    assert handoff.inner_text().count("480 014 30") == 1
+    page.wait_for_function(
+        """() => { const a = [...document.querySelectorAll('a[href*="subject="]')].pop();
+                   const r = a.getBoundingClientRect();
+                   return r.top >= 0 && r.bottom <= window.innerHeight; }"""
+    )
+    shot(page, "merchant-05-handoff")
+
+    rows = poll(
+        lambda: fetch_handoffs(merchant_server.database_url),
+        lambda rows: any("2000637" in (r["question"] or "") for r in rows),
+    )
+    (row,) = [r for r in rows if "2000637" in (r["question"] or "")]
+    assert row["email"] == "support@junipeer.io"
+    assert row["code"] == "FORTNOX_CUSTOMER_NAME_EMPTY"
+    assert row["link"].endswith(f"/thread/{row['thread_id']}")
+
+
+def test_a_long_paste_is_collapsed_and_worded_without_jargon(
+    merchant_server: Server, page: Any
+) -> None:
+    page.goto(merchant_server.url)
+    # Longer than what is read (512 tokens) but within the 8000-character message limit.
+    paste = "Fiscal year not available. " + "log line with details " * 350
+    assert 7_000 < len(paste) < 8_000
+    answer = ask(page, paste)
+    mine = page.locator('[data-step-type="user_message"]').last
+    assert mine.bounding_box()["height"] < 400
+    assert "Your message was long, so I read only its beginning." in answer.inner_text()
+    assert "token" not in answer.inner_text()
+    shot(page, "merchant-06-long-paste")
 
 
 def test_html_typed_by_a_merchant_is_shown_as_text(merchant_server: Server, page: Any) -> None:
@@ -273,7 +397,7 @@ def test_no_html_or_javascript_payload_executes(merchant_server: Server, page: A
             link.click()
     assert page.locator("iframe[srcdoc], svg[onload], details[ontoggle]").count() == 0
     assert page.evaluate("() => window.__xss") is None
-    shot(page, "merchant-06-xss-payloads")
+    shot(page, "merchant-07-xss-payloads")
 
 
 def test_severity_filter_from_chat_settings_applies(merchant_server: Server, page: Any) -> None:
@@ -282,75 +406,160 @@ def test_severity_filter_from_chat_settings_applies(merchant_server: Server, pag
     page.locator("#severity").click()
     assert page.get_by_role("option").all_inner_texts()[0] == "Any"
     page.get_by_role("option", name="Critical").click()
-    shot(page, "merchant-05-filter")
+    shot(page, "merchant-08-filter")
     page.locator("#confirm").click()
 
     # 2000637 is an "Error": with only "Critical" allowed it must not be cited.
     answer = ask(page, "what is error 2000637")
     assert "Filtered to severity Critical." in answer.inner_text()
-    assert answer.locator(SOURCE_LINK).filter(has_text="FORTNOX_CUSTOMER_NAME_EMPTY").count() == 0
+    assert "Customer name cannot be empty" not in answer.locator(SOURCE_LINK).all_inner_texts()
 
 
-def test_widget_on_a_merchant_page_answers_with_sources(merchant_server: Server, page: Any) -> None:
+def test_on_a_phone_sources_open_only_on_request(merchant_server: Server, phone: Any) -> None:
+    phone.goto(merchant_server.url)
+    answer = ask(phone, "Kunde inte hämta/hitta moms")
+    assert answer.inner_text().startswith("You saw: “Kunde inte hämta/hitta moms”")
+    phone.wait_for_timeout(800)  # Chainlit would open its sheet as the sources arrive
+    assert phone.locator("#side-view-content").count() == 0
+    shot(phone, "phone-01-answer")
+    answer.locator(SOURCE_LINK).first.click()
+    phone.locator("#side-view-content").get_by_text("error-codes.txt, line").first.wait_for()
+    shot(phone, "phone-02-source-on-request")
+
+
+# -- the widget ---------------------------------------------------------------------------
+
+
+def test_widget_greets_with_the_error_its_page_shows(merchant_server: Server, page: Any) -> None:
     polling: list[str] = []  # socket.io over HTTP long-polling would show up as requests
     websockets: list[str] = []
     page.on("request", lambda r: polling.append(r.url) if "/ws/socket.io" in r.url else None)
     page.on("websocket", lambda ws: websockets.append(ws.url))
     page.goto(f"{merchant_server.url}/public/widget-demo.html")
     assert "Integration settings — Shopify → Fortnox" in page.locator("h1").inner_text()
+    # The demo page shows the JavaScript call that passes the context.
+    assert "junipeerHelp.mount(" in page.locator("#embed-code").inner_text()
     page.locator("#chainlit-copilot-button").click()
-    page.locator("#chainlit-copilot-chat").wait_for()
-    shot(page, "widget-01-open")
+    chat = page.locator("#chainlit-copilot-chat")
+    chat.wait_for()
+    # Junipeer's logo and name in the header, a light theme.
+    logo = chat.evaluate(
+        "c => getComputedStyle(c.firstElementChild.firstElementChild, '::before').backgroundImage"
+    )
+    assert "logo_light.svg" in logo
+    greeting = chat.locator(ANSWER).first
+    greeting.get_by_text("Hi! I'm Junipeer's support assistant.").wait_for(
+        timeout=ANSWER_TIMEOUT_MS
+    )
+    assert "this page shows the error “Customer name cannot be empty (2000637)”" in (
+        greeting.inner_text()
+    )
+    shot(page, "widget-01-greeting")
 
-    answer = ask(page, "Customer name cannot be empty")
-    assert "FORTNOX_CUSTOMER_NAME_EMPTY" in answer.inner_text()
+    greeting.locator("button").filter(has_text="Explain the error on this page").click()
+    answer = wait_for_answer(page, 1)
+    assert "Customer name cannot be empty" in answer.inner_text()
+    assert answer.locator("ol > li").count() >= 1
     answer.locator(SOURCE_LINK).first.click()
     page.get_by_text("error-codes.txt, line").first.wait_for()
     shot(page, "widget-02-answer-and-source")
+    # Websocket transport only (junipeer-widget.js sets window.transports): one connection
+    # that a load balancer keeps on one replica, with no cookie needed.
+    assert polling == []
+    assert any("/ws/socket.io" in url and "transport=websocket" in url for url in websockets)
     # Websocket transport only (the page sets window.transports): one connection that a
     # load balancer keeps on one replica, with no cookie needed.
     assert polling == []
     assert any("/ws/socket.io" in url and "transport=websocket" in url for url in websockets)
 
 
+def test_widget_fills_a_phone_screen(merchant_server: Server, phone: Any) -> None:
+    phone.goto(f"{merchant_server.url}/public/widget-demo.html")
+    phone.locator("#chainlit-copilot-button").click()
+    chat = phone.locator("#chainlit-copilot-chat")
+    chat.wait_for()
+    chat.locator(ANSWER).first.wait_for(timeout=ANSWER_TIMEOUT_MS)
+    phone.wait_for_timeout(400)  # the open animation
+    box = chat.bounding_box()
+    assert box["x"] <= 1
+    assert box["width"] >= 374
+    assert box["height"] >= 800
+    answer = ask(phone, "Invalid grant")
+    assert "Connectors" in answer.inner_text()
+    shot(phone, "widget-04-phone")
+
+
 # -- the support agent --------------------------------------------------------------------
 
+TICKET = (
+    "Hi, since yesterday all our Shopify orders fail. The log says "
+    "'Kunde inte hämta/hitta moms'. Can you help? /Anna, Example Store AB"
+)
 
-def test_agent_logs_in_drafts_a_reply_and_makes_it_shorter(agent_server: Server, page: Any) -> None:
-    page.goto(agent_server.url)
+
+def _agent_login(page: Any, server: Server) -> None:
+    page.goto(server.url)
     page.locator("#password").wait_for()
-    shot(page, "agent-01-login")
     page.locator("#email").fill(AGENT_USER)
     page.locator("#password").fill(AGENT_PASSWORD)
     page.get_by_role("button", name="Sign In").click()
 
+
+def test_agent_drafts_a_reply_ready_to_send_and_refines_it(agent_server: Server, page: Any) -> None:
+    _agent_login(page, agent_server)
     page.locator("#chat-profiles").click()
     page.locator('[data-test="select-item:Support agent"]').click()
     page.get_by_text("Paste a merchant's ticket").wait_for()
     wait_for_welcome(page)
-    shot(page, "agent-02-welcome")
+    shot(page, "agent-01-welcome")
 
-    ticket = "Hi! Our Shopify orders fail with 'Customer name cannot be empty (2000637)'. /Erik"
-    draft = ask(page, ticket)
-    text = draft.inner_text()
-    assert "Draft reply" in text
-    assert "Configure > Settings > Customer Settings" in text
-    # The reply sits in a code block with a copy button, its sources below it.
-    assert draft.locator("pre").count() == 1
-    assert draft.locator(SOURCE_LINK).count() == 1
-    shot(page, "agent-03-draft")
+    draft = ask(page, TICKET)
+    reply = draft.locator("pre").inner_text()
+    assert reply.startswith("Hi Anna,")
+    assert "> Kunde inte hämta/hitta moms" in reply
+    assert "[" not in reply
+    assert "FORTNOX_" not in reply
+    # What to check sits beside the draft, with the code.
+    assert "Check before sending:" in draft.inner_text()
+    assert "FORTNOX_VAT_NOT_FOUND" in draft.inner_text()
+    # The block wraps: nothing runs off to the side.
+    assert draft.locator("pre").evaluate("e => e.scrollWidth <= e.clientWidth + 1")
+    shot(page, "agent-02-draft")
 
     draft.locator("button").filter(has_text="Shorter").click()
-    shorter = page.locator(ANSWER).nth(1)
-    shorter.get_by_text("Draft reply (shorter)").wait_for(timeout=ANSWER_TIMEOUT_MS)
-    assert len(shorter.locator("pre").inner_text()) < len(draft.locator("pre").inner_text())
-    shot(page, "agent-04-shorter")
+    shorter = wait_for_answer(page, 1)
+    shorter.get_by_text("Draft reply (shorter)").wait_for()
+    assert len(shorter.locator("pre").inner_text()) <= len(reply) / 2
+    shot(page, "agent-03-shorter")
 
-    # The conversation is in the agent's history.
+    # A typed refinement acts on the last draft; it is not a new ticket nor a gap.
+    formal = ask(page, "can you make it more formal?")
+    assert "Draft reply (more formal)" in formal.inner_text()
+    assert formal.locator("pre").inner_text().startswith("Dear Anna,")
+    abstained = [r["question"] for r in fetch_abstentions(agent_server.database_url)]
+    assert "can you make it more formal?" not in abstained
+
+    # History is titled by the error; the resumed thread keeps its profile and buttons.
     page.goto(agent_server.url)
-    page.get_by_text(ticket[:20]).first.wait_for()
-    wait_for_welcome(page)
-    shot(page, "agent-05-history")
+    page.get_by_text("Could not retrieve/find VAT").first.click()
+    resumed = page.locator(ANSWER).last
+    resumed.locator("button").filter(has_text="Shorter").wait_for(timeout=ANSWER_TIMEOUT_MS)
+    shot(page, "agent-04-resumed")
+    again = ask(page, "shorter please")
+    assert "Draft reply (shorter)" in again.inner_text()
+    assert again.locator("pre").inner_text().startswith("Hi Anna,")
+
+
+def test_agent_draft_wraps_on_a_phone(agent_server: Server, phone: Any) -> None:
+    _agent_login(phone, agent_server)
+    phone.locator("#chat-profiles").click()
+    phone.locator('[data-test="select-item:Support agent"]').click()
+    wait_for_welcome(phone)
+    draft = ask(phone, TICKET)
+    pre = draft.locator("pre")
+    assert pre.evaluate("e => e.scrollWidth <= e.clientWidth + 1")
+    assert pre.bounding_box()["x"] + pre.bounding_box()["width"] <= 376
+    shot(phone, "agent-05-phone-draft")
 
 
 def test_merchant_text_shown_to_an_agent_fetches_nothing_from_outside(

@@ -271,7 +271,15 @@ async def test_feedback_on_a_message_and_abstentions(db: tuple[str, Path | None]
         createdAt="2026-01-01T11:01:00Z",
         metadata={"kind": "answer", "question": "pricing?", "citations": [], "abstained": False},
     )
-    for step in (abstained, answered):
+    # "make it shorter" redoes the last draft: an abstained refinement is not a new gap.
+    refined = _step(
+        thread_id,
+        "assistant_message",
+        "Draft reply (shorter)…",
+        createdAt="2026-01-01T11:02:00Z",
+        metadata={"kind": "draft", "question": "weather?", "abstained": True, "refinement": True},
+    )
+    for step in (abstained, answered, refined):
         await layer.create_step(step)
     await layer.upsert_feedback(Feedback(forId=answered["id"], threadId=thread_id, value=1))
     await layer.close()
@@ -403,6 +411,74 @@ async def test_feedback_and_gaps_commands_read_the_database(db: tuple[str, Path 
 
     text = runner.invoke(app, ["gaps"], env=env)
     assert "can I pay by invoice?" in text.stdout
+    # Plain `gaps` prints the merchants' comments too, not only --json.
+    assert 'comment: "did not help"' in text.stdout
+
+
+async def test_handoffs_are_stored_and_listed_for_agents(db: tuple[str, Path]) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from bot import chat_render as render
+    from bot.cli import app
+
+    _use_chainlit_context()
+    url, _ = db
+    await create_schema_async(url)
+    layer = make_data_layer(url)
+    thread_id = str(uuid.uuid4())
+    await layer.update_thread(thread_id, name="2000637", tags=["Merchant"])
+    handoff = render.build_handoff(
+        "- Email: support@junipeer.io",
+        "x@example.com",
+        {
+            "question": "what is error 2000637",
+            "facts": {
+                "code": "FORTNOX_CUSTOMER_NAME_EMPTY",
+                "message": "Customer name cannot be empty (2000637)",
+                "suggested": "Customer name cannot be empty — Configure a default name.",
+            },
+        },
+        f"http://chat/thread/{thread_id}",
+    )
+    rendered = render.render_handoff(handoff)
+    step = _step(
+        thread_id,
+        "assistant_message",
+        rendered.content,
+        createdAt="2026-01-01T11:03:00Z",
+        metadata=rendered.metadata,
+    )
+    await layer.create_step(step)
+    await layer.close()
+
+    runner = CliRunner()
+    env = {"SUPPORTBOT_CHAT__DATABASE_URL": url}
+    listed = runner.invoke(app, ["handoffs", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    (row,) = json.loads(listed.stdout)
+    assert row["thread_id"] == thread_id
+    assert row["email"] == "support@junipeer.io"
+    assert row["code"] == "FORTNOX_CUSTOMER_NAME_EMPTY"
+    assert row["question"] == "what is error 2000637"
+    assert row["link"] == f"http://chat/thread/{thread_id}"
+
+    text = runner.invoke(app, ["handoffs"], env=env)
+    assert "'what is error 2000637'  [FORTNOX_CUSTOMER_NAME_EMPTY" in text.stdout
+    assert f"conversation: http://chat/thread/{thread_id}" in text.stdout
+
+
+def test_no_handoffs_yet(db: tuple[str, Path]) -> None:
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+
+    url, _ = db
+    create_schema(url)
+    result = CliRunner().invoke(app, ["handoffs"], env={"SUPPORTBOT_CHAT__DATABASE_URL": url})
+    assert result.exit_code == 0
+    assert "No hand-offs yet." in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,245 @@
+"""Browser benchmark: what a merchant waits for, from Send to a complete answer.
+
+    .venv/bin/python -m evals.browser_bench [--questions 24] [--out FILE]
+
+Starts a merchant chat server (real bot, temporary SQLite) and drives Debian's
+Chromium: the same questions (error codes, pasted messages, Swedish, free text) are
+sent in the full chat and in the widget on the demo page. Each is timed in the page
+itself, from the click on Send to the moment the answer is complete (its "Talk to a
+human" button shown), so Playwright's polling adds nothing. The server logs its own
+share of each reply ("Replied in … ms", from the message to the answer sent in
+full); both figures come from the same run and are printed side by side, with the
+ratio the target is set on (browser p50 within 1.5 × server p50).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET_RATIO = 1.5
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Codes, pasted messages (also Swedish), free text, FAQ: the mix merchants send.
+QUESTIONS = [
+    "what is error 2000637",
+    "Fiscal year not available",
+    "Kunde inte hämta/hitta moms",
+    "FORTNOX_CURRENCY_NOT_FOUND",
+    "My Fortnox connector says Invalid grant",
+    "How does pricing work?",
+    "Räkenskapsår saknas",
+    "my orders wont sync to fortnox after new year",
+    "The account is not active",
+    "Customer ID not found when syncing orders",
+    "How do I contact Junipeer support?",
+    "Kunde inte hämta/hitta valuta",
+    "Lacks authorization for cost centers",
+    "Too many requests when syncing a lot of orders",
+    "How do I check if my data has been synced?",
+    "Orders are missing from the sync but there are no errors",
+    "The payment date cannot precede the invoice date",
+    "Duplicate SKUs cause wrong stock in Centra",
+    "How does Junipeer handle multi-currency orders?",
+    "Could not json-decode visma error response",
+    "Refund created as invoice instead of credit invoice",
+    "Kunde inte hämta/hitta leveranssätt",
+    "what does ERROR_MESSAGE mean",
+    "Can Junipeer build custom integrations?",
+]
+_REPLIED = re.compile(r"Replied in ([0-9.]+) ms")
+
+# Timed in the page: the click on Send, then the first "Talk to a human" button of a new
+# answer. Works in the document (full chat) and in the widget's shadow root.
+_TIMER = """
+(rootSelector) => {
+  const host = rootSelector ? document.querySelector(rootSelector) : null;
+  const root = host ? host.shadowRoot : document;
+  window.__bench = { sent: null, done: [], known: new WeakSet() };
+  root.addEventListener('click', (e) => {
+    const send = e.target.closest && e.target.closest('#chat-submit');
+    if (send) window.__bench.sent = performance.now();
+  }, true);
+  const seen = window.__bench.known;
+  root.querySelectorAll('[data-step-type="assistant_message"] button').forEach(b => seen.add(b));
+  new MutationObserver(() => {
+    const buttons = root.querySelectorAll('[data-step-type="assistant_message"] button');
+    for (const b of buttons) {
+      if (seen.has(b)) continue;
+      seen.add(b);
+      if (b.textContent.includes('Talk to a human') && window.__bench.sent !== null) {
+        window.__bench.done.push(performance.now() - window.__bench.sent);
+        window.__bench.sent = null;
+      }
+    }
+  }).observe(root, { childList: true, subtree: true });
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(tmp: Path, extra: dict[str, str]) -> tuple[subprocess.Popen, str, Path]:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SUPPORTBOT_")}
+    env.update(
+        {
+            "SUPPORTBOT_CHAT__AGENT_PROFILE": "false",
+            "SUPPORTBOT_CHAT__DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'chat.db'}",
+            # Many questions in a row from one session: the merchant limit is not measured.
+            "SUPPORTBOT_CHAT__RATE_LIMIT_PER_MINUTE": "1000",
+            "SUPPORTBOT_LOG_LEVEL": "INFO",
+            "CHAINLIT_APP_ROOT": str(REPO),
+            **extra,
+        }
+    )
+    log = tmp / "server.log"
+    command = [sys.executable, "-m", "chainlit", "run", str(REPO / "bot" / "app.py")]
+    command += ["--headless", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("w") as out:
+        process = subprocess.Popen(command, cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"chat server exited:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return process, url, log
+        except OSError:
+            time.sleep(0.5)
+    process.terminate()
+    raise RuntimeError(f"chat server did not start:\n{log.read_text()}")
+
+
+def _send_all(page: Any, questions: Sequence[str], root: str | None) -> list[float]:
+    """Send each question in turn; the page-timed send-to-complete of each, in ms."""
+    page.evaluate(_TIMER, root)
+    scope = page.locator(root) if root else page
+    for n, question in enumerate(questions, 1):
+        scope.locator("#chat-input").fill(question)
+        scope.locator("#chat-submit:not([disabled])").click(timeout=90_000)
+        page.wait_for_function(f"() => window.__bench.done.length >= {n}", timeout=90_000)
+    return list(page.evaluate("() => window.__bench.done"))
+
+
+def _percentiles(values: Sequence[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"n": len(values), "p50_ms": statistics.median(ordered), "p95_ms": p95}
+
+
+def run(count: int, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run the benchmark with ``count`` questions per surface; returns the figures.
+
+    ``extra_env`` sets server settings (``SUPPORTBOT_…`` variables) to compare runs.
+    """
+    from playwright.sync_api import sync_playwright
+
+    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(count)]
+    with tempfile.TemporaryDirectory(prefix="browser-bench-") as tmp:
+        process, url, log = _start_server(Path(tmp), extra_env or {})
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(
+                    executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS
+                )
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.goto(url)
+                # One warm-up answer: the first one also loads the page's lazy parts.
+                page.locator("#chat-input").fill("warm up")
+                page.locator("#chat-submit:not([disabled])").click(timeout=90_000)
+                page.locator('[data-step-type="assistant_message"]').first.wait_for()
+                page.wait_for_timeout(500)
+                page.goto(url)
+                chat = _send_all(page, questions, None)
+
+                page.goto(f"{url}/public/widget-demo.html")
+                page.locator("#chainlit-copilot-button").click()
+                page.locator("#chainlit-copilot-chat").wait_for()
+                # The widget greets first; wait for it so it is not timed as an answer.
+                page.locator(
+                    '#chainlit-copilot-chat [data-step-type="assistant_message"]'
+                ).first.wait_for()
+                widget = _send_all(page, questions, "#chainlit-copilot")
+                browser.close()
+        finally:
+            process.terminate()
+            process.wait(timeout=15)
+        server = [float(m) for m in _REPLIED.findall(log.read_text())]
+    # The log holds the warm-up first, then the chat's and the widget's replies in order.
+    server = server[-2 * count :]
+    result = {
+        "questions_per_surface": count,
+        "chat": _percentiles(chat),
+        "widget": _percentiles(widget),
+        "server": _percentiles(server),
+    }
+    server_p50 = result["server"]["p50_ms"]
+    for surface in ("chat", "widget"):
+        result[surface]["ratio_p50_to_server"] = result[surface]["p50_ms"] / server_p50
+    result["target_ratio"] = TARGET_RATIO
+    result["met"] = all(
+        result[s]["ratio_p50_to_server"] <= TARGET_RATIO for s in ("chat", "widget")
+    )
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run and print the benchmark; writes JSON with ``--out``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--questions", type=int, default=24, help="Per surface (at least 20).")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="A server setting for this run, e.g. SUPPORTBOT_CHAT__STREAM_SECONDS=0.",
+    )
+    args = parser.parse_args(argv)
+    extra = dict(item.split("=", 1) for item in args.set if "=" in item)
+    if args.questions < 20:
+        parser.error("--questions must be at least 20")
+    if shutil.which("chromium") is None:
+        parser.error("Debian's chromium is needed: apt-get install chromium")
+    result = run(args.questions, extra)
+    print(f"{'':8} {'n':>3} {'p50 ms':>8} {'p95 ms':>8} {'p50 / server':>13}")
+    for name in ("server", "chat", "widget"):
+        row = result[name]
+        ratio = f"{row['ratio_p50_to_server']:.2f}" if "ratio_p50_to_server" in row else ""
+        print(f"{name:8} {row['n']:>3} {row['p50_ms']:>8.0f} {row['p95_ms']:>8.0f} {ratio:>13}")
+    verdict = "met" if result["met"] else "NOT met"
+    print(f"target: browser p50 within {TARGET_RATIO} × server p50: {verdict}")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

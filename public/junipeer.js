@@ -1,0 +1,93 @@
+// Small behaviours of the Junipeer chat that Chainlit has no setting for.
+// Loaded as custom_js by the full chat, and by junipeer-widget.js inside the widget.
+(function () {
+  "use strict";
+
+  // 👍 needs no dialog: Chainlit opens its comment dialog on either thumb; for a thumb up
+  // we submit it at once (empty comment). The comment stays possible: the pencil next to
+  // the thumbs reopens the dialog, and 👎 keeps the dialog.
+  function autoSubmitThumbUp(root) {
+    root.addEventListener(
+      "click",
+      function (event) {
+        var target = event.target;
+        var button = target && target.closest && target.closest(".positive-feedback-off");
+        if (!button) return;
+        var tries = 0;
+        var timer = setInterval(function () {
+          var submit = (root.querySelector ? root : document).querySelector("#submit-feedback");
+          if (submit) {
+            clearInterval(timer);
+            submit.click();
+          } else if (++tries > 40) {
+            clearInterval(timer);
+          }
+        }, 25);
+      },
+      true
+    );
+  }
+
+  // "Talk to a human" is answered below the message whose button was clicked, which may
+  // be far up: bring the hand-off into view when it arrives.
+  function scrollToHandoffs(root) {
+    // Only added nodes are looked at: this runs on every change of the chat.
+    new MutationObserver(function (records) {
+      var found = null;
+      for (var r = 0; r < records.length; r++) {
+        var added = records[r].addedNodes;
+        for (var n = 0; n < added.length; n++) {
+          var node = added[n];
+          if (node.nodeType !== 1) continue;
+          var link = node.matches('a[href^="mailto:"][href*="subject="]')
+            ? node
+            : node.querySelector('a[href^="mailto:"][href*="subject="]');
+          if (link) found = link;
+        }
+      }
+      if (found) found.scrollIntoView({ block: "center" });
+    }).observe(root, { childList: true, subtree: true });
+  }
+
+  // On a phone the source panel is a sheet over the whole chat: Chainlit opens it after
+  // every answer with sources. There it opens only on request (a tap on a source).
+  function sourcesOnRequestOnPhones(root) {
+    var requested = false;
+    root.addEventListener(
+      "click",
+      function (event) {
+        var target = event.target;
+        if (target && target.closest && target.closest(".element-link")) requested = true;
+      },
+      true
+    );
+    var wasOpen = false;
+    function check() {
+      if (window.innerWidth >= 768 && !wasOpen) return;
+      var panel = root.querySelector("#side-view-content");
+      var sheet = panel && panel.closest("[role=dialog]");
+      var open = !!sheet && sheet.getAttribute("data-state") === "open";
+      // A requested panel stays open until it closes; the next one must be asked for.
+      if (wasOpen && !open) requested = false;
+      wasOpen = open;
+      if (!open || requested || window.innerWidth >= 768) return;
+      // Chainlit may reopen it as the answer's elements arrive: close it each time, with
+      // the sheet's own close button (its first button, top right).
+      var close = sheet.querySelector("button");
+      if (close) close.click();
+    }
+    new MutationObserver(check).observe(root, {
+      childList: true,
+      subtree: true,
+      attributes: true,
+      attributeFilter: ["data-state"],
+    });
+  }
+
+  window.junipeerChatBehaviours = function (root) {
+    autoSubmitThumbUp(root);
+    scrollToHandoffs(root);
+    sourcesOnRequestOnPhones(root);
+  };
+  if (!window.junipeerWidget) window.junipeerChatBehaviours(document);
+})();
