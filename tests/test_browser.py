@@ -528,7 +528,7 @@ def test_agent_drafts_a_reply_ready_to_send_and_refines_it(agent_server: Server,
 
     draft.locator("button").filter(has_text="Shorter").click()
     shorter = wait_for_answer(page, 1)
-    shorter.get_by_text("Draft reply (shorter)").wait_for()
+    shorter.get_by_text("Draft reply (shorter)").wait_for(timeout=ANSWER_TIMEOUT_MS)
     assert len(shorter.locator("pre").inner_text()) <= len(reply) / 2
     shot(page, "agent-03-shorter")
 
@@ -541,7 +541,8 @@ def test_agent_drafts_a_reply_ready_to_send_and_refines_it(agent_server: Server,
 
     # History is titled by the error; the resumed thread keeps its profile and buttons.
     page.goto(agent_server.url)
-    page.get_by_text("Could not retrieve/find VAT").first.click()
+    # The history loads after the page; on a loaded machine that can take a while.
+    page.get_by_text("Could not retrieve/find VAT").first.click(timeout=ANSWER_TIMEOUT_MS)
     resumed = page.locator(ANSWER).last
     resumed.locator("button").filter(has_text="Shorter").wait_for(timeout=ANSWER_TIMEOUT_MS)
     shot(page, "agent-04-resumed")
