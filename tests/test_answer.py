@@ -87,6 +87,56 @@ def test_golden_payment_priority_answer(bot):
     _check_golden("answer_payment_priority.md", answer.text)
 
 
+def test_golden_grouped_entry_answer(bot):
+    # Each sub-error of the grouped entry with its own cause and every "What to do" step.
+    answer = bot.answer("COMMON_FORTNOX_ERRORS_EXPLAINED", k=1)
+    assert _cited_ids(answer) == ["COMMON_FORTNOX_ERRORS_EXPLAINED"]
+    _check_golden("answer_grouped_fortnox_errors.md", answer.text)
+
+
+def test_golden_multi_line_solution_answer(bot):
+    # The solution runs over five lines (a priority list inside it): every line is a step.
+    answer = bot.answer("The payment date cannot precede the invoice date", k=1)
+    assert _cited_ids(answer) == ["FORTNOX_PAYMENT_DATE"]
+    _check_golden("answer_payment_date.md", answer.text)
+
+
+def test_golden_grouped_entry_draft(bot):
+    draft = bot.draft("Fortnox says COMMON_FORTNOX_ERRORS_EXPLAINED, what now?")
+    assert [c.entry.id for c in draft.citations][:1] == ["COMMON_FORTNOX_ERRORS_EXPLAINED"]
+    _check_golden("draft_grouped_fortnox_errors.md", draft.reply)
+
+
+def test_golden_multi_line_solution_draft(bot):
+    draft = bot.draft("Hi, we get 'The payment date cannot precede the invoice date' in Fortnox")
+    assert [c.entry.id for c in draft.citations][:1] == ["FORTNOX_PAYMENT_DATE"]
+    _check_golden("draft_payment_date.md", draft.reply)
+
+
+@pytest.mark.parametrize("entry_id", ["FORTNOX_PAYMENT_DATE", "COMMON_FORTNOX_ERRORS_EXPLAINED"])
+def test_every_solution_line_of_the_entry_is_a_step(bot, entry_id):
+    # Independent of the golden files: each line of each solution (own and sub-errors') is in
+    # the answer and in the draft, in order.
+    entry = bot.index.by_id[entry_id]
+    solutions = [entry.solution] if entry.solution else []
+    solutions += [part.solution for part in entry.parts if part.solution]
+    lines = [line.strip() for sol in solutions for line in sol.split("\n") if line.strip()]
+    assert len(lines) >= 2
+    answer = bot.answer(entry_id, k=1)
+    draft = bot.draft(entry_id)
+    for text in (answer.text, draft.reply):
+        flat = _squash(text)
+        position = 0
+        for line in lines:
+            # A long line is split into sentence steps: look for its first and last words.
+            words = line.split()
+            head, tail = " ".join(words[:4]), " ".join(words[-4:])
+            found = flat.find(head, position)
+            assert found >= 0, f"{head!r} missing or out of order in {entry_id}"
+            assert flat.find(tail, found) >= 0, f"{tail!r} missing in {entry_id}"
+            position = found + len(head)
+
+
 # -- structure and grounding --------------------------------------------------------
 
 
