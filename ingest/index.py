@@ -293,6 +293,21 @@ def _count_kinds(entries: list[Entry]) -> dict[str, int]:
     return counts
 
 
+MANIFEST_CHECKSUM = "manifest_sha256"
+
+
+def manifest_checksum(manifest: dict[str, Any]) -> str:
+    """Sha256 of the manifest's own content (every key but its checksum), canonical JSON.
+
+    The manifest holds the checksums of the other files; this one covers the manifest
+    itself, so that an edit that is still valid JSON (counts, dimension, file checksums) is
+    detected too.
+    """
+    content = {k: v for k, v in manifest.items() if k != MANIFEST_CHECKSUM}
+    canonical = json.dumps(content, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return sha256_bytes(canonical.encode("utf-8"))
+
+
 def _write_json(path: Path, data: Any) -> bytes:
     raw = (json.dumps(data, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
     path.write_bytes(raw)
@@ -325,6 +340,7 @@ def save_index(index: KnowledgeIndex, out_dir: Path) -> Path:
         # The build's name travels with it (also when published to the database), so
         # servers can tell which build they hold.
         manifest = {**index.manifest, "build": build.name, "files": files}
+        manifest[MANIFEST_CHECKSUM] = manifest_checksum(manifest)
         # The manifest is written last: a folder without it is never a valid build.
         _write_json(tmp / "manifest.json", manifest)
         index.manifest = manifest
@@ -376,6 +392,11 @@ def read_manifest(build: Path) -> dict[str, Any]:
         raise CorruptIndexError(f"The index manifest {path} is unreadable ({exc}).") from exc
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise CorruptIndexError(f"The index manifest {path} is incomplete.")
+    if manifest.get(MANIFEST_CHECKSUM) != manifest_checksum(manifest):
+        raise CorruptIndexError(
+            f"The index manifest {path} does not match its checksum (edited, or written by an "
+            "older version). Rebuild it with: supportbot ingest"
+        )
     return manifest
 
 

@@ -5,7 +5,9 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
+import faiss
 import numpy as np
 import pytest
 from filelock import FileLock
@@ -25,6 +27,7 @@ from ingest.index import (
     embed_query,
     ingest,
     load_index,
+    manifest_checksum,
     open_index,
 )
 
@@ -210,6 +213,7 @@ def _wrong_schema_with_matching_checksum(build: Path) -> None:
     manifest_path = build / "manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     manifest["files"]["entries.json"] = hashlib.sha256(raw).hexdigest()
+    manifest["manifest_sha256"] = manifest_checksum(manifest)
     manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
 
 
@@ -242,6 +246,80 @@ def test_auto_rebuild_recovers_from_corruption(
     assert [e.id for e in index.entries] == [e.id for e in built.entries]
     reloaded = load_index(out, _config(corpus_copy), fake_embedder)
     assert [c.id for c in reloaded.chunks] == [c.id for c in built.chunks]
+
+
+# -- edits only a checksum can catch ------------------------------------------------------
+# Each leaves its file well-formed and loadable: valid JSON of the right schema, a valid
+# FAISS index of the right size, a manifest that is still consistent. Without the checksum
+# check the index would load and answer from the edited content.
+
+
+def _edit_json(build: Path, name: str, change: Any) -> None:
+    path = build / name
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data)
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
+def _set_solution(entries: list[dict]) -> None:
+    entries[0]["solution"] = "Delete your Fortnox account and start again."
+
+
+def _set_chunk_text(chunks: list[dict]) -> None:
+    chunks[0]["text"] = "Delete your Fortnox account and start again."
+
+
+def _edit_vectors(build: Path, name: str) -> None:
+    index = faiss.read_index(str(build / name))
+    vectors = index.reconstruct_n(0, index.ntotal)
+    vectors[[0, 1]] = vectors[[1, 0]]  # two rows swapped: same shape, still unit vectors
+    edited = faiss.IndexFlatIP(index.d)
+    edited.add(vectors)
+    faiss.write_index(edited, str(build / name))
+
+
+def _edit_manifest_counts(manifest: dict) -> None:
+    manifest["entries_per_kind"]["faq"] += 1
+    manifest["built_at"] = "2020-01-01T00:00:00Z"
+
+
+VALID_EDITS = [
+    pytest.param(
+        lambda b: _edit_json(b, "entries.json", _set_solution),
+        "entries.json",
+        id="entries-json-solution",
+    ),
+    pytest.param(
+        lambda b: _edit_json(b, "chunks.json", _set_chunk_text),
+        "chunks.json",
+        id="chunks-json-text",
+    ),
+    pytest.param(lambda b: _edit_vectors(b, "faiss.index"), "faiss.index", id="faiss-rows"),
+    pytest.param(lambda b: _edit_vectors(b, "titles.index"), "titles.index", id="titles-rows"),
+    pytest.param(
+        lambda b: _edit_json(b, "manifest.json", _edit_manifest_counts),
+        "manifest.json",
+        id="manifest-counts",
+    ),
+]
+
+
+@pytest.mark.parametrize(("edit", "named"), VALID_EDITS)
+def test_a_valid_edit_of_any_index_file_is_refused_by_its_checksum(
+    built, corpus_copy, out, fake_embedder, edit, named
+):
+    build = current_build(out)
+    before = {p.name: p.read_bytes() for p in build.iterdir()}
+    edit(build)
+    changed = [p.name for p in build.iterdir() if p.read_bytes() != before[p.name]]
+    assert changed == [named]
+    with pytest.raises(CorruptIndexError, match="does not match its checksum") as info:
+        load_index(out, _config(corpus_copy), fake_embedder)
+    assert str(build / named) in str(info.value)
+    # Recovery rebuilds from the corpus: the edit is gone.
+    index = open_index(out, _config(corpus_copy), fake_embedder, auto_rebuild=True)
+    assert [e.to_dict() for e in index.entries] == [e.to_dict() for e in built.entries]
+    assert [c.text for c in index.chunks] == [c.text for c in built.chunks]
 
 
 @pytest.mark.parametrize("files", [None, [], "faiss.index"])
