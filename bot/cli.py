@@ -448,6 +448,12 @@ def feedback(
         verdict = "👍" if row["value"] else "👎"
         cited = ", ".join(str(c.get("code") or c.get("title")) for c in row["citations"] or [])
         comment = f' — "{row["comment"]}"' if row.get("comment") else ""
+        if row.get("answer_missing"):
+            # A rating kept by a crash that lost its answer: shown, so it is not lost twice.
+            when = row["created_at"] or "(time unknown)"
+            line = f"{when} {verdict} (answer not stored: step {row['step_id']}){comment}"
+            typer.echo(utf8_safe(line))
+            continue
         line = f"{row['created_at']} {verdict} {row['question']!r} [{cited}]{comment}"
         typer.echo(utf8_safe(line))
 

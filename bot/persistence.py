@@ -455,8 +455,12 @@ async def _query(url: str, sql: str, params: dict[str, Any] | None = None) -> li
 # Chainlit 2 puts the thumbs on the "run" step wrapping ``on_message``; the answer is
 # its child assistant message (the run's parent is the user's message). Feedback given
 # straight on a message (older UIs, the tests) is read from that message itself.
+# The step is joined with LEFT JOIN: Chainlit writes steps in fire-and-forget tasks, so a
+# crash can keep a feedback whose step never reached the database. That rating is still
+# shown (with its answer marked missing), never silently dropped.
 _FEEDBACK_SQL = """
 SELECT f."id" AS feedback_id, f."value" AS value, f."comment" AS comment,
+       f."forId" AS feedback_for, f."threadId" AS feedback_thread,
        s."id" AS for_id, s."type" AS for_type, s."threadId" AS thread_id,
        s."output" AS for_output, s."metadata" AS for_metadata, s."createdAt" AS for_created,
        q."output" AS parent_output,
@@ -464,11 +468,11 @@ SELECT f."id" AS feedback_id, f."value" AS value, f."comment" AS comment,
        c."createdAt" AS child_created,
        t."userIdentifier" AS user_identifier
 FROM feedbacks f
-JOIN steps s ON s."id" = f."forId"
+LEFT JOIN steps s ON s."id" = f."forId"
 LEFT JOIN steps q ON q."id" = s."parentId"
 LEFT JOIN steps c ON c."parentId" = s."id" AND c."type" = 'assistant_message'
-LEFT JOIN threads t ON t."id" = s."threadId"
-ORDER BY s."createdAt", c."createdAt"
+LEFT JOIN threads t ON t."id" = f."threadId"
+ORDER BY s."createdAt", c."createdAt", f."id"
 """
 
 _ABSTENTION_SQL = """
@@ -481,8 +485,13 @@ ORDER BY s."createdAt"
 
 
 def _answer_of(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any], Any, str | None]:
-    """(step id, metadata, created time, text) of the answer a feedback is about."""
+    """(step id, metadata, created time, text) of the answer a feedback is about.
+
+    The text is None when the answer's step is not in the database.
+    """
     first = rows[0]
+    if first["for_id"] is None:
+        return str(first["feedback_for"]), {}, None, None
     if first["for_type"] != "run":
         return (
             str(first["for_id"]),
@@ -514,7 +523,7 @@ async def fetch_feedback_async(url: str) -> list[dict[str, Any]]:
         out.append(
             {
                 "feedback_id": feedback_id,
-                "thread_id": str(first["thread_id"]),
+                "thread_id": str(first["thread_id"] or first["feedback_thread"]),
                 "step_id": step_id,
                 "created_at": created_at,
                 "user": first["user_identifier"],
@@ -526,6 +535,7 @@ async def fetch_feedback_async(url: str) -> list[dict[str, Any]]:
                 "answer": answer or "",
                 "citations": list(meta.get("citations") or []),
                 "abstained": bool(meta.get("abstained", False)),
+                "answer_missing": answer is None,
             }
         )
     return out
@@ -537,7 +547,8 @@ def fetch_feedback(url: str) -> list[dict[str, Any]]:
     Each row: ``feedback_id, thread_id, step_id, created_at`` (the answer's time),
     ``user, kind, profile, value`` (1 up, 0 down), ``comment, question, answer``,
     ``citations`` (dicts with ``id, label, code, title, kind, severity, source,
-    section, score``) and ``abstained``.
+    section, score``), ``abstained`` and ``answer_missing`` (True when the rated answer
+    was never stored, e.g. after a crash: ``question`` and ``answer`` are then empty).
     """
     return _sync(url, lambda: fetch_feedback_async(url))
 

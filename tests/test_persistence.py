@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import sqlite3
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -291,6 +292,57 @@ async def test_feedback_on_a_message_and_abstentions(db: tuple[str, Path | None]
     assert gap["step_id"] == abstained["id"]
 
 
+async def test_feedback_whose_answer_was_never_stored_is_shown_not_dropped(
+    db: tuple[str, Path | None],
+) -> None:
+    # Chainlit writes steps in fire-and-forget tasks and awaits PUT /feedback, so a crash can
+    # keep the rating and lose the answer it rates. The rating must still be exported.
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+
+    _use_chainlit_context()
+    from chainlit.types import Feedback
+
+    url, _ = db
+    await create_schema_async(url)
+    layer = make_data_layer(url)
+    thread_id = str(uuid.uuid4())
+    await layer.update_thread(thread_id, name="lost", tags=["Merchant"])
+    kept = _step(
+        thread_id,
+        "assistant_message",
+        "Pricing…",
+        createdAt="2026-01-01T11:01:00Z",
+        metadata={"kind": "answer", "question": "pricing?", "citations": [], "abstained": False},
+    )
+    await layer.create_step(kept)
+    lost_step = str(uuid.uuid4())  # never written
+    await layer.upsert_feedback(Feedback(forId=kept["id"], threadId=thread_id, value=1))
+    await layer.upsert_feedback(
+        Feedback(forId=lost_step, threadId=thread_id, value=0, comment="wrong answer")
+    )
+    await layer.close()
+
+    rows = {r["step_id"]: r for r in fetch_feedback(url)}
+    assert set(rows) == {kept["id"], lost_step}
+    lost = rows[lost_step]
+    assert lost["answer_missing"] is True
+    assert (lost["thread_id"], lost["value"], lost["comment"]) == (thread_id, 0, "wrong answer")
+    assert (lost["question"], lost["answer"], lost["citations"]) == ("", "", [])
+    assert rows[kept["id"]]["answer_missing"] is False
+    assert rows[kept["id"]]["answer"] == "Pricing…"
+
+    env = {"SUPPORTBOT_CHAT__DATABASE_URL": url}
+    text = CliRunner().invoke(app, ["feedback"], env=env)
+    assert text.exit_code == 0, text.output
+    assert f"answer not stored: step {lost_step}" in text.stdout
+    assert '"wrong answer"' in text.stdout
+    assert "'pricing?'" in text.stdout
+    exported = CliRunner().invoke(app, ["feedback", "--json"], env=env)
+    assert {r["step_id"] for r in json.loads(exported.stdout)} == {kept["id"], lost_step}
+
+
 def test_fetch_on_an_empty_database(db: tuple[str, Path | None]) -> None:
     url, _ = db
     create_schema(url)
@@ -481,18 +533,27 @@ def test_no_handoffs_yet(db: tuple[str, Path]) -> None:
     assert "No hand-offs yet." in result.stdout
 
 
+PG_URL = "postgresql+asyncpg://merchant:s3cret@127.0.0.1:1/db"
+
+
 @pytest.mark.parametrize(
-    ("url", "reason"),
+    ("url", "reason", "hide_driver"),
     [
-        ("nonsense://", "Can't load plugin"),
-        ("not a url at all", "Could not parse"),
+        ("nonsense://", "Can't load plugin", False),
+        ("not a url at all", "Could not parse", False),
         # Nothing listens there: refused at once, said in one line.
-        ("postgresql+asyncpg://merchant:s3cret@127.0.0.1:1/db", "Connect call failed"),
+        (PG_URL, "Connect call failed", False),
+        # Without the driver (hidden here, so the test does not depend on what is installed).
+        (PG_URL, "driver is not installed", True),
     ],
 )
-def test_an_unusable_database_url_is_one_clear_error(url: str, reason: str) -> None:
+def test_an_unusable_database_url_is_one_clear_error(
+    url: str, reason: str, hide_driver: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from bot.persistence import DatabaseError
 
+    if hide_driver:
+        monkeypatch.setitem(sys.modules, "asyncpg", None)
     for call in (create_schema, fetch_feedback, fetch_abstentions):
         with pytest.raises(DatabaseError, match=reason) as caught:
             call(url)
