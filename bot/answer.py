@@ -31,7 +31,12 @@ log = logging.getLogger(__name__)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“(])")
 _ANAPHORA = frozenset("it this that these those they them its same one".split())
 _SPACE_RUN = re.compile(r"\s{3,}")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffd]")
+# Invisible format characters (zero-width, direction marks, BOM) count as noise too: a
+# message of nothing else gets the "please type a question" prompt.
+_CONTROL = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff"
+    r"\ud800-\udfff\ufffd]"
+)
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 _FOLLOW_UP_START = re.compile(r"^\s*(and|but|what about|how about|what if|also|same)\b", re.I)
 
