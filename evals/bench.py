@@ -36,6 +36,9 @@ TARGETS = {
     # token, what a merchant waits for before reading starts, is reported next to it.
     "concurrent_answer_p95_s": 0.5,
     "concurrent_errors": 0,
+    # The guarantees tests/test_load.py checks at a smaller size, here at full size.
+    "concurrent_feedback_problems": 0,
+    "concurrent_sessions_not_in_one_thread": 0,
     "ingest_s": 10.0,
     "cold_first_answer_s": 3.0,
     "warm_p95_ms": 40.0,
@@ -143,12 +146,13 @@ def bench_concurrency(
 ) -> dict[str, dict[str, Any]]:
     """Start a chat server retrieving with ``mode`` and run a load per session count."""
     from bot.app import chat_command, chat_environment
-    from evals.load import run_load
+    from evals.load import feedback_problems, run_load
 
     settings = load_settings(log_level="WARNING")
     settings.chat.agent_profile = False
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
+        database_url = f"sqlite+aiosqlite:///{tmp}/chat.db"
         env = chat_environment(settings)
         env.update(
             SUPPORTBOT_INDEX__DIR=str(index_dir),
@@ -157,7 +161,7 @@ def bench_concurrency(
             # A load session asks back to back: the per-session limit would answer "slow down".
             SUPPORTBOT_CHAT__RATE_LIMIT_PER_MINUTE="100000",
             SUPPORTBOT_CHAT__RATE_LIMIT_PER_ADDRESS_PER_MINUTE="1000000",
-            SUPPORTBOT_CHAT__DATABASE_URL=f"sqlite+aiosqlite:///{tmp}/chat.db",
+            SUPPORTBOT_CHAT__DATABASE_URL=database_url,
         )
         server = subprocess.Popen(
             chat_command("127.0.0.1", port),
@@ -180,7 +184,17 @@ def bench_concurrency(
             out: dict[str, dict[str, Any]] = {}
             for n in sessions:
                 result = run_load(url, n, questions, ramp_up_s=ramp_up_s, overall_timeout=300)
-                out[str(n)] = {**result.summary(), "server_peak_rss_mb": peak_rss_mb(server.pid)}
+                # The guarantees tests/test_load.py checks at a smaller size, at full size:
+                # every acknowledged feedback stored with its answer, one thread per session.
+                threads: dict[int, set[str | None]] = {s: set() for s in range(n)}
+                for e in result.exchanges:
+                    threads[e.session].add(e.thread_id)
+                out[str(n)] = {
+                    **result.summary(),
+                    "feedback_problems": len(feedback_problems(database_url, result)),
+                    "sessions_not_in_one_thread": sum(len(t) != 1 for t in threads.values()),
+                    "server_peak_rss_mb": peak_rss_mb(server.pid),
+                }
             return out
         finally:
             server.terminate()
@@ -253,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         top = str(max(args.sessions))
         checks["concurrent_answer_p95_s"] = concurrency["hybrid"][top]["latency_p95_s"]
         checks["concurrent_errors"] = concurrency["hybrid"][top]["errors"]
+        for name in ("feedback_problems", "sessions_not_in_one_thread"):
+            checks[f"concurrent_{name}"] = max(
+                run[name] for runs in concurrency.values() for run in runs.values()
+            )
         checks["chat_server_rss_mb"] = max(
             run["server_peak_rss_mb"] for runs in concurrency.values() for run in runs.values()
         )
@@ -283,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r['latency_p50_s']:.2f} / {r['latency_p95_s']:.2f} s",
                     f"first token p95 {r['first_token_p95_s']:.2f} s "
                     f"(x{r['first_token_p95_s'] / dense['first_token_p95_s']:.2f} vs dense), "
-                    f"errors {r['errors']}, server peak RSS {r['server_peak_rss_mb']:.0f} MB",
+                    f"errors {r['errors']}, feedback problems {r['feedback_problems']}, "
+                    f"server peak RSS {r['server_peak_rss_mb']:.0f} MB",
                 )
             )
     for mode, w in results["warm"].items():
