@@ -217,7 +217,23 @@ def _wrong_schema_with_matching_checksum(build: Path) -> None:
     manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
 
 
+def _wrong_dimension_with_matching_checksums(build: Path) -> None:
+    # What a build bug would write: vectors of another size than the manifest says, every
+    # checksum recomputed. Only the consistency check can tell.
+    index = faiss.read_index(str(build / "titles.index"))
+    wider = faiss.IndexFlatIP(index.d + 1)
+    wider.add(np.ones((index.ntotal, index.d + 1), dtype=np.float32))
+    faiss.write_index(wider, str(build / "titles.index"))
+    manifest_path = build / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    raw = (build / "titles.index").read_bytes()
+    manifest["files"]["titles.index"] = hashlib.sha256(raw).hexdigest()
+    manifest["manifest_sha256"] = manifest_checksum(manifest)
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+
+
 CORRUPTIONS = [
+    pytest.param(_wrong_dimension_with_matching_checksums, "inconsistent", id="wrong-dimension"),
     pytest.param(_truncate_faiss, "faiss.index", id="truncated-faiss"),
     pytest.param(_delete_faiss, "faiss.index", id="deleted-faiss"),
     pytest.param(_garbage_entries, "entries.json", id="garbage-entries"),
