@@ -194,6 +194,8 @@ def _outcome_problems(case: Case, result: Outcome, bot: Any) -> list[str]:
         entry = bot.index.by_id[expect]
         if format_citation(entry) not in answer.text:
             problems.append(f"answer text does not cite {format_citation(entry)}")
+        if format_citation(entry) not in draft.reply:
+            problems.append(f"draft is not written from {format_citation(entry)}")
     # Citations come from retrieval, never from elsewhere (history, a stale list, the index).
     retrieved = {h.entry.id for h in result.retrieval.hits} if result.retrieval else set()
     for label, ids in (("answer", cited), ("draft", drafted)):
