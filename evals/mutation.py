@@ -274,8 +274,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "answer-abstain-without-contacts",
         "bot/answer.py",
-        '        "Please contact Junipeer support:\\n\\n" + support_contacts(entries, settings)\n',
-        '        "Please contact Junipeer support."\n',
+        "    lines.append(support_contacts(entries, settings))\n",
+        "",
         "an abstention no longer gives the route to a human",
     ),
     Mutant(

@@ -474,15 +474,19 @@ def _combinations(rng: random.Random) -> list[Case]:
 KNOWN_MISSES: dict[str, str] = {
     # "ERROR warning" is no question, but "error" alone finds the general error entry.
     "control/ansi-colour": "ERROR_MESSAGE",
-    # Norwegian "the payment was not booked, why?": no entry says; the nearest is cited.
-    "nordic/no-payment": "error_pattern:payout-fee-and-write-off-handling",
     # A free-text question followed by ~500 tokens of lorem ipsum: the noise outweighs it.
     "long/100kb-search-question-first": ABSTAIN,
     # Markup and log-line framing words pull short free-text questions off their entry.
     "question-in-noise/html-around/vat": ABSTAIN,
     "combo-html/md-link/style-expression/contact": ABSTAIN,
-    "combo-control/log-line/nul-run/edit-invoice": "FORTNOX_PAYMENT_DATE",
+    "combo-control/log-line/nul-run/edit-invoice": ABSTAIN,
     "combo-surrogate/log-line/high-run/vat": "guide:tips",
+    # Answered before the answer/suggest/none outcomes; since then injected text or markup
+    # around a short free-text question lowers the confidence below the bar.
+    "combo-html/suffix/a-href-js/guest-name": ABSTAIN,
+    "combo-injection/prefix/json-role/vat": ABSTAIN,
+    "combo-injection/suffix/special-token/rate-limit": ABSTAIN,
+    "question-in-noise/html-around/rate-limit": ABSTAIN,
 }
 
 
