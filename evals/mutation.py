@@ -140,7 +140,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "index-checksum-off",
         "ingest/index.py",
-        '        if sha256_bytes(raw[name]) != manifest["files"].get(name):\n',
+        "        if sha256_bytes(raw[name]) != files.get(name):\n",
         "        if False:\n",
         "the index files' checksums are not checked",
     ),
@@ -154,8 +154,10 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "index-corpus-change-not-stale",
         "ingest/index.py",
-        "        if manifest.get(key) != value:\n",
-        '        if key != "corpus" and manifest.get(key) != value:\n',
+        '        "corpus": {f.name: f.sha256 for f in files},\n        "chunking": {"max_tokens": '
+        'config.chunk_tokens, "encoding": config.encoding},\n    }\n',
+        '        "chunking": {"max_tokens": config.chunk_tokens, "encoding": config.encoding},\n'
+        "    }\n",
         "an index built from another corpus is not stale",
     ),
     Mutant(
