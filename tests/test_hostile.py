@@ -194,7 +194,10 @@ def _outcome_problems(case: Case, result: Outcome, bot: Any) -> list[str]:
         entry = bot.index.by_id[expect]
         if format_citation(entry) not in answer.text:
             problems.append(f"answer text does not cite {format_citation(entry)}")
-        if format_citation(entry) not in draft.reply:
+        # The draft quotes its entry's cause (or, for a FAQ, its text), not another entry's.
+        own = [t for t in (entry.cause, *(part.cause for part in entry.parts), entry.text) if t]
+        reply = " ".join(draft.reply.split()).casefold()
+        if own and not any(" ".join(t.split()[1:8]).casefold() in reply for t in own):
             problems.append(f"draft is not written from {format_citation(entry)}")
     # Citations come from retrieval, never from elsewhere (history, a stale list, the index).
     retrieved = {h.entry.id for h in result.retrieval.hits} if result.retrieval else set()
