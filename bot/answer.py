@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from bot.answer_types import Answer, Citation, Draft, Filters, Turn, format_citation
 from bot.config import AnswerSettings, Settings
-from bot.drafting import compose_reply, is_step
+from bot.drafting import compose_reply
 from bot.retrieval import HybridRetriever, Retrieval
 from bot.safe_text import utf8_safe
 from ingest.chunking import heading_text, token_counter, truncate_tokens
@@ -52,15 +52,6 @@ def solution_steps(solution: str) -> list[str]:
         if line:
             steps.extend(s.strip() for s in _SENTENCE.split(line) if s.strip())
     return steps
-
-
-def split_solution(solution: str) -> tuple[list[str], list[str]]:
-    """A solution's steps (what to do) and notes (explanations), in order."""
-    steps: list[str] = []
-    notes: list[str] = []
-    for sentence in solution_steps(solution):
-        (steps if is_step(sentence) else notes).append(sentence)
-    return steps, notes
 
 
 def _message_line(entry: Entry) -> str | None:
@@ -394,7 +385,7 @@ def draft_reply(
     result = retriever.retrieve(cleaned, filters=filters)
     contacts = support_contacts(retriever.entries, settings.answer).split("\n\nSource:")[0]
     if result.abstained:
-        reply = compose_reply(ticket, None, (), (), contacts, style)
+        reply = compose_reply(ticket, None, contacts, style)
         # Not sent to the merchant: entries the agent may check before writing their own.
         related = tuple(Citation(h.entry, h.score) for h in result.related)
         return Draft(ticket, reply, (), True, notices, related, result.outcome)
@@ -402,9 +393,7 @@ def draft_reply(
     entry = result.hits[0].entry
     # The reply is what the merchant receives: no bracketed codes in it; the chat shows
     # the agent what to check beside it.
-    solution = entry.solution or "\n".join(p.solution or "" for p in entry.parts)
-    steps, notes = split_solution(solution)
-    reply = compose_reply(ticket, entry, steps, notes, contacts, style)
+    reply = compose_reply(ticket, entry, contacts, style)
     reply = bound_text(reply, settings.answer.max_answer_tokens, settings.index.encoding)
     citations = tuple(Citation(h.entry, h.score) for h in result.hits)
     return Draft(ticket, reply, citations, False, notices)

@@ -12,7 +12,6 @@ code and source) is shown beside the draft by the chat, never inside it.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 
 from ingest.entries import Entry
 
@@ -47,6 +46,11 @@ _LEAD_CLAUSE = re.compile(r"^(?:in|if|for|to|after|once|when|as)\b[^,]{0,120},\s
 _YOU_CAN = re.compile(r"^you (?:can|may|might|should)(?: also)?(?: need to)?\s+", re.I)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“(])")
 _WS = re.compile(r"\s+")
+# Words a cause may open with that are not names, so "This happens because" lower-cases
+# them; product names and acronyms ("Fortnox", "VAT", "SAP") keep their capital.
+_ORDINARY_FIRST_WORDS = frozenset(
+    "The A An This Your When During In Some Refunds High-volume Due If After Each Orders".split()
+)
 _NOT_NAMES = frozenset({"Junipeer", "Support", "Team", "Hi", "Hello", "Hej", "Thanks", "The"})
 
 
@@ -137,11 +141,70 @@ def english_meaning(entry: Entry, message: str) -> str | None:
     return None
 
 
+def _solutions(entry: Entry) -> list[tuple[list[str], str]]:
+    """(lead lines, solution) pairs: the entry's own, then each sub-error's.
+
+    A sub-error's lead names its message and says why it happens, so the merchant
+    knows which steps fix the error they saw.
+    """
+    out: list[tuple[list[str], str]] = []
+    if entry.solution:
+        out.append(([], entry.solution))
+    for part in entry.parts:
+        if part.solution:
+            gloss = f" ({part.gloss})" if part.gloss else ""
+            lead = [f"For “{part.message}”{gloss}:"]
+            if part.cause:
+                lead.append(f"This happens because {_lower_first(part.cause)}")
+            out.append((["", *lead], part.solution))
+    return out
+
+
+def fix_lines(entry: Entry) -> list[str]:
+    """What to do, as plain-text lines in the knowledge base's own order.
+
+    Steps are numbered (the numbering runs on across explanations and sub-errors),
+    explanations stay paragraphs where the knowledge base put them, the short lines after
+    a sentence ending in ":" are a bulleted list, and a grouped entry's steps sit under the
+    message of the sub-error they fix.
+    """
+    lines: list[str] = []
+    n = 0
+    for lead, solution in _solutions(entry):
+        lines += lead
+        for kind, items in solution_blocks(solution):
+            if kind == "steps":
+                for item in items:
+                    n += 1
+                    lines.append(f"{n}. {item}")
+            elif kind == "list":
+                lines += [*(f"   - {item}" for item in items), ""]
+            else:
+                lines += ["", " ".join(items), ""]
+    # Blank lines frame paragraphs; never two in a row, none at either end.
+    tidy: list[str] = []
+    for line in lines:
+        if line or (tidy and tidy[-1]):
+            tidy.append(line)
+    while tidy and not tidy[-1]:
+        tidy.pop()
+    return tidy
+
+
+def fix_steps(entry: Entry) -> list[str]:
+    """Only the steps of :func:`fix_lines` (for the shorter draft), in order."""
+    return [
+        item
+        for _, solution in _solutions(entry)
+        for kind, items in solution_blocks(solution)
+        if kind == "steps"
+        for item in items
+    ]
+
+
 def compose_reply(
     ticket: str,
     entry: Entry | None,
-    steps: Sequence[str],
-    notes: Sequence[str],
     contacts: str,
     style: str = "default",
 ) -> str:
@@ -150,8 +213,7 @@ def compose_reply(
     Args:
         ticket: The merchant's message.
         entry: The knowledge-base entry the reply is built from; None when none matched.
-        steps: What the merchant should do, in order.
-        notes: Explanations that go with the steps (not numbered).
+            Its solution (or its sub-errors' solutions) gives what to do, in its order.
         contacts: Support contact lines, for the closing.
         style: ``shorter`` is at most half as long as the default reply.
     """
@@ -177,11 +239,11 @@ def compose_reply(
 
     seen = seen_message(ticket, entry)
     english = english_meaning(entry, seen) if seen else None
-    numbered = [f"{n}. {step}" for n, step in enumerate(steps, 1)]
+    numbered = [f"{n}. {step}" for n, step in enumerate(fix_steps(entry), 1)]
     if style == "shorter":
         # At most half the default reply: the cause and the first steps, no contacts
         # (the merchant replies to the e-mail anyway).
-        limit = len(compose_reply(ticket, entry, steps, notes, contacts, "default")) // 2
+        limit = len(compose_reply(ticket, entry, contacts, "default")) // 2
         lead = f"“{seen}” means: " if seen else ""
         lead += entry.cause or entry.text or ""
         for keep in range(len(numbered), -1, -1):
@@ -204,10 +266,9 @@ def compose_reply(
         lines += ["", f"{intro} {_lower_first(entry.cause)}"]
     elif entry.kind in ("faq", "guide") and entry.text:
         lines += ["", entry.text]
-    if numbered:
-        lines += ["", "To fix it:", *numbered]
-    if notes:
-        lines += ["", " ".join(notes)]
+    fix = fix_lines(entry)
+    if fix:
+        lines += ["", "To fix it:", *fix]
     lines += [
         "",
         "If this does not solve it, just reply to this message or contact us:",
@@ -221,6 +282,6 @@ def compose_reply(
 def _lower_first(sentence: str) -> str:
     first = sentence.split(" ", 1)[0]
     # "The order date …" → "the order date …"; keep "Fortnox …", "VAT …" as written.
-    if first in ("The", "A", "An", "This", "Your"):
+    if first in _ORDINARY_FIRST_WORDS:
         return sentence[0].lower() + sentence[1:]
     return sentence

@@ -131,3 +131,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{tmp_path / 'nested' / 'chat.db'}"
     pg = request.getfixturevalue("postgres")
     return pg.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def merchant_source(entries: list[Entry]) -> Callable[[str], str]:
+    """The name a merchant's source panel gets for an entry: its plain title, not its code."""
+    from bot.chat_render import SOURCE_SUFFIX, plain_title, safe_name
+
+    by_id = {e.id: e for e in entries}
+    return lambda entry_id: safe_name(plain_title(by_id[entry_id])) + SOURCE_SUFFIX

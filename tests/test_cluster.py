@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from bot.chat_render import SOURCE_SUFFIX
 from bot.cluster import ClusterState, free_port, load_state
 from bot.persistence import fetch_feedback
 from bot.shared_state import publish_saved_build
@@ -99,8 +100,16 @@ def _ask(tab: ChatSession, question: str) -> Any:
     return tab.ask(Exchange(tab.number, 0, question, str(uuid.uuid4())))
 
 
+@pytest.fixture
+def code_source(merchant_source) -> str:
+    """What a merchant's source panel is called after CODE_QUESTION."""
+    return merchant_source(CODE_ENTRY)
+
+
 @pytest.mark.model
-def test_sessions_through_nginx_survive_the_kill_of_a_replica(cluster: ClusterState) -> None:
+def test_sessions_through_nginx_survive_the_kill_of_a_replica(
+    cluster: ClusterState, code_source: str
+) -> None:
     sessions = 12
 
     async def go() -> tuple[list[Exchange], list[Exchange], list[str], float]:
@@ -118,7 +127,7 @@ def test_sessions_through_nginx_survive_the_kill_of_a_replica(cluster: ClusterSt
             texts = [
                 await tab.source_text(e.source_keys[0]) for tab, e in zip(tabs, first, strict=True)
             ]
-            assert all(CODE_ENTRY in t for t in texts)
+            assert all(code_source.removesuffix(SOURCE_SUFFIX) in t for t in texts)
             victim = cluster.replicas[0]["pid"]
             os.kill(victim, signal.SIGKILL)
             killed = time.monotonic()
@@ -137,7 +146,7 @@ def test_sessions_through_nginx_survive_the_kill_of_a_replica(cluster: ClusterSt
     assert [e.error for e in first] == [None] * sessions
     assert [e.error for e in follow] == [None] * sessions
     # Answered in context: the follow-up cites the entry of the question before it.
-    assert all(CODE_ENTRY in e.sources for e in follow), [e.answer[:80] for e in follow]
+    assert all(code_source in e.sources for e in follow), [e.answer[:80] for e in follow]
     assert failover_s < 30
     stored = {r["feedback_id"] for r in fetch_feedback(cluster.database_url)}
     assert set(acked) <= stored
@@ -145,7 +154,7 @@ def test_sessions_through_nginx_survive_the_kill_of_a_replica(cluster: ClusterSt
 
 @pytest.mark.model
 def test_the_widget_without_a_cookie_sticks_by_address_and_opens_its_sources(
-    cluster: ClusterState,
+    cluster: ClusterState, code_source: str
 ) -> None:
     async def go() -> tuple[Exchange, str]:
         async with ChatSession(cluster.url, client_type="copilot", sticky_cookie=False) as tab:
@@ -157,8 +166,8 @@ def test_the_widget_without_a_cookie_sticks_by_address_and_opens_its_sources(
 
     asked, text = asyncio.run(go())
     assert asked.error is None
-    assert CODE_ENTRY in asked.sources
-    assert CODE_ENTRY in text
+    assert code_source in asked.sources
+    assert code_source.removesuffix(SOURCE_SUFFIX) in text
 
 
 @pytest.mark.model
