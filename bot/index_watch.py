@@ -28,6 +28,7 @@ from ingest.index import (
     MissingIndexError,
     build_files,
     check_compatible,
+    check_manifest_checksum,
     current_build,
     index_from_files,
     is_newer,
@@ -74,6 +75,8 @@ def _load(
     bot: SupportBot, source: str, name: str, read: Callable[[], tuple[dict, dict[str, bytes]]]
 ) -> KnowledgeIndex:
     manifest, files = read()
+    # Checked as published, before the build's name is added to it below.
+    check_manifest_checksum(manifest, f"of build {name} ({source})")
     if manifest.get("build") not in (None, name):
         raise IndexUnavailableError(f"build {name} names itself {manifest.get('build')!r}")
     manifest = {**manifest, "build": name}

@@ -392,12 +392,21 @@ def read_manifest(build: Path) -> dict[str, Any]:
         raise CorruptIndexError(f"The index manifest {path} is unreadable ({exc}).") from exc
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise CorruptIndexError(f"The index manifest {path} is incomplete.")
+    check_manifest_checksum(manifest, str(path))
+    return manifest
+
+
+def check_manifest_checksum(manifest: dict[str, Any], where: str) -> None:
+    """Raise CorruptIndexError unless the manifest matches its own checksum.
+
+    Every way a build is read (a folder on disk, a build published to the database) goes
+    through this, so a valid-JSON edit of the manifest is refused wherever it is made.
+    """
     if manifest.get(MANIFEST_CHECKSUM) != manifest_checksum(manifest):
         raise CorruptIndexError(
-            f"The index manifest {path} does not match its checksum (edited, or written by an "
+            f"The index manifest {where} does not match its checksum (edited, or written by an "
             "older version). Rebuild it with: supportbot ingest"
         )
-    return manifest
 
 
 def check_manifest(manifest: dict[str, Any], config: IndexConfig, model_name: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from pathlib import Path
 
@@ -173,6 +174,28 @@ async def test_a_corrupt_or_mismatched_published_build_is_refused_and_the_old_on
         assert replica.index.manifest["build"] == held
         assert good.name in refused
         assert "Refused index build" in caplog.text
+
+        # A valid-JSON edit of a published manifest (files untouched): only the manifest's
+        # own checksum shows it.
+        edited = _rebuild(tmp_path / "fourth-index", corpus)
+        await asyncio.to_thread(publish_saved_build, database_url, edited)
+        async with shared.engine.begin() as conn:
+            (raw,) = (
+                await conn.execute(
+                    text('SELECT "manifest" FROM supportbot_index_builds WHERE "build" = :b'),
+                    {"b": edited.name},
+                )
+            ).one()
+            manifest = json.loads(raw)
+            manifest["entries"] = manifest["entries"] + 1
+            await conn.execute(
+                text('UPDATE supportbot_index_builds SET "manifest" = :m WHERE "build" = :b'),
+                {"m": json.dumps(manifest), "b": edited.name},
+            )
+        assert await check_for_new_build(replica, shared, refused) is None
+        assert replica.index.manifest["build"] == held
+        assert edited.name in refused
+        assert "does not match its checksum" in caplog.text
         # The old build still answers.
         assert not replica.answer("what is error 2000637").abstained
     finally:
