@@ -61,12 +61,13 @@ GUARD_SCHEMA: tuple[str, ...] = (
 AUTH_COOKIE = "access_token"
 # The Chainlit web app's own pages and scripts are served from this server; images may
 # be inline (data:, blob:) but never fetched from elsewhere, so text a merchant wrote
-# (a ticket pasted by an agent, a question) cannot make a browser call a tracker.
+# (a ticket pasted by an agent, a question) cannot make a browser call a tracker. Fonts
+# are the app's own (public/fonts), so no font host is allowed either.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; "
     "script-src 'self' 'unsafe-inline'; "
-    "style-src 'self' 'unsafe-inline' https://fonts.googleapis.com; "
-    "font-src 'self' data: https://fonts.gstatic.com; "
+    "style-src 'self' 'unsafe-inline'; "
+    "font-src 'self' data:; "
     "img-src 'self' data: blob:; "
     "media-src 'self' data: blob:; "
     "connect-src 'self'; "

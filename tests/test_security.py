@@ -765,6 +765,8 @@ def test_every_page_carries_csp_and_frame_headers(merchant: ChatServer) -> None:
     # Images only from here or inline: a merchant's ![](http://tracker/p.png) loads nothing.
     assert "img-src 'self' data: blob:;" in CONTENT_SECURITY_POLICY
     assert "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY
+    # Fonts and styles are the app's own: no other host is named anywhere in the policy.
+    assert "http" not in CONTENT_SECURITY_POLICY
 
 
 # -- exports -------------------------------------------------------------------------------------
