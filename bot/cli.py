@@ -144,6 +144,11 @@ def _json_line(data: object) -> str:
     return json.dumps(utf8_safe_data(data), ensure_ascii=False, default=str)
 
 
+def _echo_json_document(data: object) -> None:
+    """Print an export (feedback, gaps, hand-offs) as indented JSON that always encodes."""
+    typer.echo(json.dumps(utf8_safe_data(data), ensure_ascii=False, default=str, indent=1))
+
+
 def _print_answer(answer: Answer) -> None:
     out = CliConsole()
     for notice in answer.notices:
@@ -440,7 +445,7 @@ def feedback(
             writer.writerow({k: spreadsheet_safe(v) for k, v in out.items()})
         return
     if as_json:
-        typer.echo(json.dumps(utf8_safe_data(rows), ensure_ascii=False, default=str, indent=1))
+        _echo_json_document(rows)
         return
     if not rows:
         typer.echo("No feedback yet.")
@@ -486,12 +491,12 @@ def gaps(
         if as_json:
             if candidates is None:
                 raise _fail("Candidate words need a current index: run `supportbot ingest` first.")
-            typer.echo(json.dumps(candidates, ensure_ascii=False, indent=1))
+            _echo_json_document(candidates)
             return
         _print_candidates(candidates)
         return
     if as_json:
-        typer.echo(json.dumps(report, ensure_ascii=False, default=str, indent=1))
+        _echo_json_document(report)
         return
     if not report:
         typer.echo("No gaps found: no abstentions and no thumbs-down answers yet.")
@@ -606,7 +611,7 @@ def handoffs(
     (rows,) = _read_database(settings, fetch_handoffs)
     rows = utf8_safe_data(rows)
     if as_json:
-        typer.echo(json.dumps(rows, ensure_ascii=False, default=str, indent=1))
+        _echo_json_document(rows)
         return
     if not rows:
         typer.echo("No hand-offs yet.")
