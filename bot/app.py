@@ -281,6 +281,11 @@ def _issue(*step_ids: str | None) -> None:
         _ISSUED.setdefault(session, set()).update(i for i in step_ids if i)
 
 
+EARLIER_THREADS = "earlier_threads"
+# A conversation that failed over more often than this keeps only its newest threads.
+MAX_THREADS = 20
+
+
 def _session_is_callers(session: WebsocketSession, request: GuardRequest) -> bool:
     """Whether a live session is the caller's.
 
@@ -310,9 +315,24 @@ async def _owns_thread(request: GuardRequest, thread_id: str, session_id: object
     else:
         candidates = list(ws_sessions_id.values())
     return any(
-        s is not None and s.thread_id == thread_id and _session_is_callers(s, request)
+        s is not None
+        and (s.thread_id == thread_id or thread_id in _earlier_threads(s))
+        and _session_is_callers(s, request)
         for s in candidates
     )
+
+
+def _earlier_threads(session: WebsocketSession) -> list[str]:
+    """Threads this conversation had on replicas that failed over to this one.
+
+    An anonymous client may not name its thread when it reconnects, so the new replica
+    starts a new one; the conversation store remembers the earlier ones, so answers given
+    before the failover can still be rated.
+    """
+    from chainlit.user_session import user_sessions
+
+    earlier = user_sessions.get(session.id, {}).get(EARLIER_THREADS)
+    return earlier if isinstance(earlier, list) else []
 
 
 async def _rateable_thread(
@@ -548,7 +568,13 @@ async def _set_history(turns: list[Turn]) -> None:
     history = render.turns_to_session(turns)
     cl.user_session.set("history", history)
     session = cl.context.session
-    state = {"history": history, "chat_settings": cl.user_session.get("chat_settings") or {}}
+    threads = [*(cl.user_session.get(EARLIER_THREADS) or []), session.thread_id]
+    state = {
+        "history": history,
+        "chat_settings": cl.user_session.get("chat_settings") or {},
+        # Every thread of this conversation, newest last (see _earlier_threads).
+        "threads": [t for t in dict.fromkeys(threads) if isinstance(t, str)][-MAX_THREADS:],
+    }
     await _shared_call(
         "saving the conversation",
         lambda shared: shared.save_conversation(session.id, session.thread_id, state),
@@ -566,6 +592,13 @@ async def _chat_start() -> None:
     if stored:
         cl.user_session.set(
             "history", render.turns_to_session(render.turns_from_session(stored.get("history")))
+        )
+        threads = stored.get("threads")
+        cl.user_session.set(
+            EARLIER_THREADS,
+            [t for t in threads if isinstance(t, str)][-MAX_THREADS:]
+            if isinstance(threads, list)
+            else [],
         )
         await _send_settings(stored.get("chat_settings") or {})
         return

@@ -300,19 +300,24 @@ def test_a_follow_up_after_failover_is_answered_in_context_by_the_other_replica(
 ) -> None:
     first, second = replicas
 
-    async def go() -> tuple[Exchange, Exchange, Exchange, str]:
+    async def go() -> tuple[Exchange, Exchange, Exchange, str, str]:
         async with ChatSession(first.url) as tab:
             asked = await tab.ask(_exchange(0, CODE_QUESTION))
             feedback_id = await tab.feedback(asked, 0, "did not help")
             # The replica is gone for this tab: the browser reconnects elsewhere.
             await tab.reconnect(second.url)
             follow_up = await tab.ask(_exchange(1, FOLLOW_UP))
+            # The answer the first replica gave can still be rated on the second.
+            later_id = await tab.feedback(asked, 1, "rated after the failover")
         # The control: the same follow-up in a new conversation has nothing to go on.
         async with ChatSession(second.url) as fresh:
             alone = await fresh.ask(_exchange(0, FOLLOW_UP))
-        return asked, follow_up, alone, feedback_id
+            # ...and a stranger on the second replica may not rate that answer.
+            with pytest.raises(RuntimeError, match="403"):
+                await fresh.feedback(asked, 0, "not mine")
+        return asked, follow_up, alone, feedback_id, later_id
 
-    asked, follow_up, alone, feedback_id = asyncio.run(go())
+    asked, follow_up, alone, feedback_id, later_id = asyncio.run(go())
     assert asked.error is None
     assert code_source in asked.sources
     assert follow_up.error is None, follow_up.error
@@ -321,6 +326,7 @@ def test_a_follow_up_after_failover_is_answered_in_context_by_the_other_replica(
     # The feedback given on the first replica is in the shared database.
     rows = {r["feedback_id"]: r for r in fetch_feedback(first.database_url)}
     assert rows[feedback_id]["comment"] == "did not help"
+    assert rows[later_id]["comment"] == "rated after the failover"
 
 
 @pytest.mark.model
