@@ -366,9 +366,18 @@ def format_metric(name: str, value: float) -> str:
     return f"{value:.1f}" if name.endswith("_ms") else f"{value:.3f}"
 
 
+def _table(title: str) -> Table:
+    """A table at least as wide as its title.
+
+    Rich folds a title to the table's width, which would split the eval file's path in
+    output that scripts read.
+    """
+    return Table(title=title, min_width=len(title) + 4)
+
+
 def summary_table(summaries: dict[str, Summary], title: str) -> Table:
     """A rich table with one column per summary (retriever)."""
-    table = Table(title=title)
+    table = _table(title)
     table.add_column("metric")
     for name in summaries:
         table.add_column(name, justify="right")
@@ -385,7 +394,7 @@ TAG_METRICS = ("hit@1", "found", "in_scope_suggest", "in_scope_none", "oos_answe
 
 def tag_table(by_tag: dict[str, Summary], title: str) -> Table:
     """A rich table with one row per tag (there are too many tags for columns)."""
-    table = Table(title=title)
+    table = _table(title)
     table.add_column("tag")
     for metric in TAG_METRICS:
         table.add_column(metric, justify="right")
@@ -397,7 +406,7 @@ def tag_table(by_tag: dict[str, Summary], title: str) -> Table:
 
 def outcome_table(results: list[Result], title: str) -> Table:
     """Questions per outcome, in scope and out of scope, for each half and overall."""
-    table = Table(title=title)
+    table = _table(title)
     table.add_column("questions")
     for outcome in OUTCOMES:
         table.add_column(outcome, justify="right")

@@ -111,6 +111,11 @@ def test_commands_print_whole_lines_with_a_long_path_and_40_columns(deep: Path, 
     assert dest.returncode == 2, dest.stderr
     _one_line_with(dest.stderr, str(deep), "it is a folder")
 
+    # Rich folds a table's title to the table's width: the path must still be whole.
+    ran = _script(deep, "eval", "--file", str(questions), **env)
+    assert ran.returncode == 0, ran.stderr
+    _one_line_with(ran.stdout, f"Eval: {questions} (1 questions)")
+
     asked = _script(deep, "ask", "Fiscal year not available", **env)
     assert asked.returncode == 0, asked.stderr
     line = _one_line_with(asked.stdout, "FORTNOX_FISCAL_YEAR (error_code,")
