@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
 from bot.config import SecuritySettings
-from bot.persistence import _engine, is_sqlite
+from bot.persistence import SCHEMA_LOCK_KEY, _engine, is_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +177,12 @@ class GuardStore:
         return self._engine
 
     async def create_schema(self) -> None:
-        """Create the store's tables if missing (idempotent)."""
+        """Create the store's tables if missing (idempotent, safe when replicas start together)."""
         async with self.engine.begin() as conn:
+            if not is_sqlite(self.url):
+                # The chat schema's lock: concurrent CREATE TABLE IF NOT EXISTS on PostgreSQL
+                # fails with a duplicate key on the catalogue, and stopped a replica at start.
+                await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
             for statement in GUARD_SCHEMA:
                 await conn.exec_driver_sql(statement)
 
