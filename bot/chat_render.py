@@ -353,9 +353,28 @@ def plain_title(entry: Entry, part: SubError | None = None) -> str:
         # their code, which merchants do not read: make it words.
         title = entry.title.replace("“", "").replace("”", "").replace('"', "")
         if entry.code and title == entry.code:
-            return entry.code.replace("_", " ").capitalize()
+            return _code_as_words(entry)
         return title
     return _CODE_IN_PARENS.sub("", message)
+
+
+# Words of section headings ("General Error Codes") that are not names.
+_HEADING_WORDS = frozenset("error errors code codes general additional patterns".split())
+
+
+def _code_as_words(entry: Entry) -> str:
+    """``COMMON_FORTNOX_ERRORS_EXPLAINED`` → "Common Fortnox errors explained".
+
+    Names keep the spelling they have in the entry's section or systems ("Fortnox", "SAP").
+    """
+    text = " ".join([entry.section or "", *entry.systems])
+    names = {
+        w.casefold(): w for w in re.findall(r"\w+", text) if w.casefold() not in _HEADING_WORDS
+    }
+    words = [names.get(w.casefold(), w.lower()) for w in (entry.code or "").split("_") if w]
+    if not words:
+        return entry.title
+    return " ".join([words[0][:1].upper() + words[0][1:], *words[1:]])
 
 
 def _looks_nordic(text: str) -> bool:

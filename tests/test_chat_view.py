@@ -413,3 +413,16 @@ def test_draft_quotes_only_the_knowledge_base_wording() -> None:
     assert seen_message("They said 'pwned' to us", FISCAL) is None
     reply = compose_reply(ticket, FISCAL, CONTACT_LINES)
     assert "pwned" not in reply
+
+
+def test_a_code_without_a_message_is_titled_in_words_with_names_kept() -> None:
+    grouped = Entry(
+        id="COMMON_FORTNOX_ERRORS_EXPLAINED",
+        kind="error_code",
+        title="COMMON_FORTNOX_ERRORS_EXPLAINED",
+        source="error-codes.txt",
+        line=1,
+        code="COMMON_FORTNOX_ERRORS_EXPLAINED",
+        section="Fortnox Error Codes",
+    )
+    assert render.plain_title(grouped) == "Common Fortnox errors explained"
