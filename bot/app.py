@@ -203,7 +203,7 @@ def _data_layer() -> Any:
     async def update_thread_named_within_limit(*args: Any, **kwargs: Any) -> Any:
         # Chainlit names a conversation after its whole first message.
         if isinstance(kwargs.get("name"), str):
-            kwargs["name"] = render.thread_name(kwargs["name"], limit)
+            kwargs["name"] = render.collapse(kwargs["name"], limit)
         return await update_thread(*args, **kwargs)
 
     layer.update_thread = update_thread_named_within_limit

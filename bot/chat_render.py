@@ -51,7 +51,6 @@ AGENT_STARTERS: tuple[tuple[str, str], ...] = (
 )
 
 SOURCE_SUFFIX = " ↗"
-DRAFT_SOURCE_SUFFIX = SOURCE_SUFFIX
 HANDOFF_ACTION = "talk_to_human"
 REDRAFT_ACTION = "redraft"
 STYLE_LABELS: dict[str, str] = {"default": "", "shorter": "shorter", "formal": "more formal"}
@@ -584,8 +583,8 @@ def render_draft(draft: Draft, style: str = "default", refinement: bool = False)
             its metadata says so, so reports do not count it as a new question.
     """
     # The reply quotes entry labels; suffixed names leave its code block untouched.
-    elements = source_elements(draft.citations, suffix=DRAFT_SOURCE_SUFFIX)
-    related = source_elements(draft.related, suffix=DRAFT_SOURCE_SUFFIX)
+    elements = source_elements(draft.citations, suffix=SOURCE_SUFFIX)
+    related = source_elements(draft.related, suffix=SOURCE_SUFFIX)
     label = STYLE_LABELS.get(style, style)
     title = f"**Draft reply{f' ({label})' if label else ''}** — copy it with the button:"
     parts = [notices_markdown(draft.notices), title, code_block(draft.reply)]
@@ -979,12 +978,6 @@ def rate_limit(times: Sequence[float], now: float, per_minute: int) -> tuple[flo
     if len(recent) >= per_minute:
         return 60 - (now - min(recent)), recent
     return 0.0, [*recent, now]
-
-
-def thread_name(text: str, limit: int) -> str:
-    """A conversation's name from its first message: one line, at most ``limit`` characters."""
-    name = " ".join(text.split())
-    return name if len(name) <= limit else name[: limit - 1].rstrip() + "…"
 
 
 def client_address(

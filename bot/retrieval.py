@@ -20,12 +20,11 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from bot.answer_types import Filters
+from bot.answer_types import Filters, Outcome
 from bot.config import RetrievalSettings
 from bot.glossary import expand_query, translate_query
 from ingest.entries import Entry
@@ -39,8 +38,6 @@ from ingest.keyword import (
     tokenize,
 )
 from ingest.synonyms import Synonyms
-
-Outcome = Literal["answer", "suggest", "none"]
 
 # Words that say "error" without saying which one: a message made only of these
 # (like ERROR_MESSAGE's "Error message:") is too generic for an exact lookup.
@@ -222,14 +219,11 @@ class HybridRetriever:
             [self._entry_pos[c.entry_id] for c in index.chunks], dtype=np.int64
         )
         self._vocabulary_set = frozenset(t for tokens in index.chunk_tokens for t in tokens)
-        self._typos = TypoCorrector(self._vocabulary_set, protected=self._is_real_word)
-        self.synonyms = Synonyms(index.synonyms)
-        self._vectors: dict[str, np.ndarray] = {}
-
-    def _is_real_word(self, token: str) -> bool:
         # An English word is what the merchant meant, even when it is one letter away
         # from a knowledge-base word ("theme" is not "three").
-        return is_english_word(token)
+        self._typos = TypoCorrector(self._vocabulary_set, protected=is_english_word)
+        self.synonyms = Synonyms(index.synonyms)
+        self._vectors: dict[str, np.ndarray] = {}
 
     @cached_property
     def _raw_vocabulary(self) -> frozenset[str]:
@@ -242,7 +236,7 @@ class HybridRetriever:
         words = {w for t in self._templates for w in t.words_of}
         words |= {w for _, spaced, _ in self._code_words for w in spaced.split()}
         return TypoCorrector(
-            frozenset(w for w in words if not w.isdigit()), protected=self._is_real_word
+            frozenset(w for w in words if not w.isdigit()), protected=is_english_word
         )
 
     def correct_message(self, text: str) -> str:

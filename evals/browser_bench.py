@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from bot.cluster import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 1.5
@@ -97,14 +98,8 @@ _TIMER = """
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_server(tmp: Path, extra: dict[str, str]) -> tuple[subprocess.Popen, str, Path]:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SUPPORTBOT_")}
     env.update(
         {

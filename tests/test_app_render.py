@@ -240,7 +240,7 @@ def test_draft_source_names_never_occur_in_the_reply() -> None:
     rendered = render.render_draft(Draft("t", REPLY, (Citation(CODE_ENTRY, 1.0),)))
     (element,) = rendered.elements
 
-    assert element.name == "FORTNOX_CUSTOMER_NAME_EMPTY" + render.DRAFT_SOURCE_SUFFIX
+    assert element.name == "FORTNOX_CUSTOMER_NAME_EMPTY" + render.SOURCE_SUFFIX
     assert element.name not in REPLY
     # What the agent checks sits beside the reply, with the code and score.
     assert f"**Check before sending:**\n- {element.name} — severity Error" in rendered.content

@@ -219,12 +219,6 @@ def poll(fetch: Callable[[], list[dict]], until: Callable[[list[dict]], bool]) -
     return rows
 
 
-def in_viewport(page: Any, locator: Any) -> bool:
-    box = locator.bounding_box()
-    view = page.viewport_size
-    return bool(box) and box["y"] >= 0 and box["y"] + min(box["height"], 40) <= view["height"]
-
-
 # -- the merchant chat ------------------------------------------------------------------
 
 

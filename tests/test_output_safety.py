@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -25,6 +24,7 @@ from bot.cli import app
 from bot.persistence import create_schema_async, fetch_abstentions, fetch_feedback, make_data_layer
 from bot.safe_text import CliConsole, utf8_safe, utf8_safe_data
 from evals.runner import EvalRunError, load_questions, run_cli
+from tests.test_cli import _console_script
 from tests.test_persistence import _step, _use_chainlit_context
 
 REPLACEMENT = "\ufffd"
@@ -51,17 +51,7 @@ HOSTILE = {
 
 def _script(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """The installed ``supportbot`` command with a 40-column terminal width."""
-    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("SUPPORTBOT_")}
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "supportbot"), *args],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        env={**clean, "COLUMNS": "40", "SUPPORTBOT_LOG_LEVEL": "WARNING", **env},
-        cwd=cwd,
-        timeout=300,
-        check=False,
-    )
+    return _console_script(cwd, *args, **{"COLUMNS": "40", **env})
 
 
 @pytest.fixture

@@ -258,13 +258,6 @@ def _run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def _feedback(
-    url: str, body: dict[str, Any], method: str = "PUT", **headers: str
-) -> httpx.Response:
-    with httpx.Client(base_url=url, timeout=30) as http:
-        return http.request(method, "/feedback", json=body, headers=headers)
-
-
 def _rss_kb(server: ChatServer) -> int:
     status = Path(f"/proc/{server.process.pid}/status").read_text()
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
