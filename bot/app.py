@@ -143,7 +143,6 @@ async def _startup() -> None:
     url = SETTINGS.chat.database_url
     try:
         await create_schema_async(url)
-        await GUARD_STORE.create_schema()
     except Exception as exc:  # noqa: BLE001 - any driver error: one line, then stop
         message = exc if isinstance(exc, DatabaseError) else describe_error(url, exc)
         # Not a traceback from the server's start-up: one line saying what to fix.
@@ -284,6 +283,13 @@ def _issue(*step_ids: str | None) -> None:
 EARLIER_THREADS = "earlier_threads"
 # A conversation that failed over more often than this keeps only its newest threads.
 MAX_THREADS = 20
+
+
+def _thread_list(value: object) -> list[str]:
+    """Thread ids as stored with a conversation: distinct, newest last, at most MAX_THREADS."""
+    if not isinstance(value, list):
+        return []
+    return list(dict.fromkeys(t for t in value if isinstance(t, str)))[-MAX_THREADS:]
 
 
 def _session_is_callers(session: WebsocketSession, request: GuardRequest) -> bool:
@@ -573,7 +579,7 @@ async def _set_history(turns: list[Turn]) -> None:
         "history": history,
         "chat_settings": cl.user_session.get("chat_settings") or {},
         # Every thread of this conversation, newest last (see _earlier_threads).
-        "threads": [t for t in dict.fromkeys(threads) if isinstance(t, str)][-MAX_THREADS:],
+        "threads": _thread_list(threads),
     }
     await _shared_call(
         "saving the conversation",
@@ -593,13 +599,7 @@ async def _chat_start() -> None:
         cl.user_session.set(
             "history", render.turns_to_session(render.turns_from_session(stored.get("history")))
         )
-        threads = stored.get("threads")
-        cl.user_session.set(
-            EARLIER_THREADS,
-            [t for t in threads if isinstance(t, str)][-MAX_THREADS:]
-            if isinstance(threads, list)
-            else [],
-        )
+        cl.user_session.set(EARLIER_THREADS, _thread_list(stored.get("threads")))
         await _send_settings(stored.get("chat_settings") or {})
         return
     cl.user_session.set("history", [])

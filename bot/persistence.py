@@ -145,6 +145,17 @@ SCHEMA: tuple[str, ...] = (
         "manifest" TEXT NOT NULL,
         "files" BYTEA NOT NULL
     )""",
+    # The security layer's (bot/web_guard.py): failed logins and revoked tokens, shared by
+    # every replica so lockouts and logouts hold wherever the next request lands.
+    """CREATE TABLE IF NOT EXISTS login_failures (
+        "key" TEXT NOT NULL,
+        "at" DOUBLE PRECISION NOT NULL
+    )""",
+    'CREATE INDEX IF NOT EXISTS login_failures_key_idx ON login_failures ("key", "at")',
+    """CREATE TABLE IF NOT EXISTS revoked_tokens (
+        "digest" TEXT PRIMARY KEY,
+        "expires" DOUBLE PRECISION NOT NULL
+    )""",
 )
 
 # Any fixed number: the PostgreSQL advisory lock serialising schema creation. Replicas

@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
 from bot.config import SecuritySettings
-from bot.persistence import SCHEMA_LOCK_KEY, _engine, is_sqlite
+from bot.persistence import _engine, is_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +46,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-GUARD_SCHEMA: tuple[str, ...] = (
-    """CREATE TABLE IF NOT EXISTS login_failures (
-        "key" TEXT NOT NULL,
-        "at" DOUBLE PRECISION NOT NULL
-    )""",
-    'CREATE INDEX IF NOT EXISTS login_failures_key_idx ON login_failures ("key", "at")',
-    """CREATE TABLE IF NOT EXISTS revoked_tokens (
-        "digest" TEXT PRIMARY KEY,
-        "expires" DOUBLE PRECISION NOT NULL
-    )""",
-)
 
 AUTH_COOKIE = "access_token"
 # The Chainlit web app's own pages and scripts are served from this server; images may
@@ -175,16 +164,6 @@ class GuardStore:
         if self._engine is None:
             self._engine = _engine(self.url)
         return self._engine
-
-    async def create_schema(self) -> None:
-        """Create the store's tables if missing (idempotent, safe when replicas start together)."""
-        async with self.engine.begin() as conn:
-            if not is_sqlite(self.url):
-                # The chat schema's lock: concurrent CREATE TABLE IF NOT EXISTS on PostgreSQL
-                # fails with a duplicate key on the catalogue, and stopped a replica at start.
-                await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
-            for statement in GUARD_SCHEMA:
-                await conn.exec_driver_sql(statement)
 
     async def close(self) -> None:
         """Dispose of the engine."""

@@ -120,21 +120,12 @@ async def test_create_schema_works_inside_a_running_loop(db: tuple[str, Path | N
 async def test_replicas_creating_the_schema_at_once_all_succeed(
     db: tuple[str, Path | None],
 ) -> None:
-    # Several replicas starting together each create the schema on an empty database, as
-    # the chat server's start-up does: the chat tables, then the security layer's.
-    from bot.web_guard import GuardStore
-
+    # Several replicas starting together each create the schema (the chat tables and the
+    # security layer's) on an empty database.
     url, _ = db
-
-    async def start_up() -> None:
-        await create_schema_async(url)
-        store = GuardStore(url)
-        try:
-            await store.create_schema()
-        finally:
-            await store.close()
-
-    results = await asyncio.gather(*(start_up() for _ in range(8)), return_exceptions=True)
+    results = await asyncio.gather(
+        *(create_schema_async(url) for _ in range(8)), return_exceptions=True
+    )
     assert [r for r in results if isinstance(r, BaseException)] == []
     assert {
         "threads",

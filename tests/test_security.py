@@ -33,7 +33,7 @@ from socketio.exceptions import ConnectionError as SocketRefused
 
 from bot.chat_render import filters_from_settings, offered_settings
 from bot.cli import spreadsheet_safe
-from bot.persistence import fetch_abstentions, gap_report
+from bot.persistence import create_schema_async, fetch_abstentions, gap_report
 from bot.web_guard import (
     CONTENT_SECURITY_POLICY,
     MESSAGE_REFUSED,
@@ -818,8 +818,9 @@ async def test_server_failures_reach_clients_as_a_plain_sentence(tmp_path: Path)
         await send({"type": "http.response.body", "body": body[:20], "more_body": True})
         await send({"type": "http.response.body", "body": body[20:]})
 
-    store = GuardStore(f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}")
-    await store.create_schema()
+    url = f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}"
+    await create_schema_async(url)
+    store = GuardStore(url)
     guarded = SecurityMiddleware(failing_app, SecuritySettings(), store, login_required=False)
     transport = httpx.ASGITransport(app=guarded)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
