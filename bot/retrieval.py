@@ -49,6 +49,49 @@ _WORD_RE = re.compile(r"[^\W_]+", re.UNICODE)
 # What is left of "isn't", "don't", … once the apostrophe splits the word.
 _CONTRACTED = frozenset("isn aren wasn weren don doesn didn won can couldn shouldn wouldn".split())
 _CONTRACTED |= frozenset("haven hasn hadn ain".split())
+# Words that place a question in time, report who said it or hedge a number: they say
+# nothing about its topic, so the knowledge base not using them is no sign of a near miss
+# ("nothing has synced since this morning", "the customer writes: … roughly 850").
+_TOPIC_FREE = frozenset(
+    """
+    today tonight yesterday tomorrow morning mornings afternoon afternoons evening evenings
+    night nights midnight noon weekend weekends week weeks weekly month months monthly year
+    years yearly hour hours hourly minute minutes day days daily ago earlier lately recently
+    monday mondays tuesday tuesdays wednesday wednesdays thursday thursdays friday fridays
+    saturday saturdays sunday sundays january february march april june july august
+    september october november december
+    says said say saying writes wrote write writing tells told tell asks asked ask reports
+    reported mentions mentioned claims claimed explains explained complains complained
+    replies replied answers answered answering responds responded
+    roughly approximately around about nearly almost exactly circa some several whole single
+    every none each suddenly
+    """.split()
+)
+# Words that report something going wrong. A question that reports a failure is a
+# troubleshooting question, which is what the knowledge base is about: its words the
+# documents lack describe the circumstances ("we changed the admin password and now every
+# sync fails"), not a topic the documents miss ("how do I reset my password?").
+_PROBLEM_WORDS = frozenset(
+    """
+    fail fails failed failing failure failures error errors stop stops stopped stopping halt
+    halts halted halting stuck broken breaks broke crash crashes crashed missing wrong
+    incorrect rejected rejects refuses refused nothing never disappeared vanished
+    """.split()
+)
+# A question that names nobody involved (no merchant, no Junipeer) and asks for a fact is
+# general knowledge, even when it shares a word with an entry: "Which countries use the
+# euro?", "What are the Shopify API rate limits?".
+_FACT_QUESTION = re.compile(
+    r"^\s*(?:what|which|who|whom|whose|when|how\s+(?:many|much|long|far|often|does|do|is|are)"
+    r"|is\s+there|are\s+there)\b",
+    re.IGNORECASE,
+)
+_PEOPLE = frozenset(
+    """
+    i i'm im i've ive me my mine we we're our ours us you your yours junipeer merchant
+    merchants customer customers store stores shop webshop integration integrations
+    """.split()
+)
 
 
 @dataclass(frozen=True)
@@ -519,6 +562,10 @@ class HybridRetriever:
                 # Conversation context: the entry the conversation is about stays in front
                 # unless the new question clearly points elsewhere.
                 fused[pos] += s.follow_up_boost
+                if self._names_a_system_of(query, self.entries[pos]):
+                    # "and what if it's in Visma?" about an entry that lists Visma: the same
+                    # question for another of the entry's systems does not point elsewhere.
+                    fused[pos] += s.follow_up_boost
 
         order = [int(p) for p in np.argsort(-fused, kind="stable") if np.isfinite(fused[p])]
         if not order:
@@ -546,6 +593,8 @@ class HybridRetriever:
             "keyword": best_keyword,
             "known": self.known_share_of(f"{query} {context}".strip()),
             "uncovered": float(len(uncovered)),
+            "problem": float(self.reports_problem(query)),
+            "general": float(self.asks_general_fact(query)),
         }
         outcome, reason = self._decide(signals, bool(context))
         if outcome == "answer":
@@ -567,7 +616,7 @@ class HybridRetriever:
             top = s.dense_weight * use_dense + s.bm25_weight * use_bm25
         else:
             top = (s.dense_weight * use_dense + 1.0 * use_bm25) / (s.rrf_k + 1)
-        top += s.follow_up_boost
+        top += 2 * s.follow_up_boost
         return top if top > 0 else 1.0
 
     def known_share_of(self, text: str) -> float:
@@ -597,10 +646,48 @@ class HybridRetriever:
             token = tokenize(word)
             if token and self._typos.correct(token[0]) in self._vocabulary_set:
                 continue
-            if is_everyday_word(word):
+            if word in _TOPIC_FREE or is_everyday_word(word):
                 continue
             out[word] = None
         return tuple(out)
+
+    @cached_property
+    def _system_words(self) -> frozenset[str]:
+        """Words that name a system ("visma", "fortnox", "central"), not "business" or "net"."""
+        generic = {"business", "one", "net", "junipeer"}
+        return frozenset(
+            w
+            for name in systems_of(self.entries)
+            if not name.casefold().startswith("all ")  # "All OAuth-based connectors"
+            for w in _words(name)
+            if w not in generic
+        )
+
+    def _names_a_system_of(self, query: str, entry: Entry) -> bool:
+        """True when the query names a system the entry lists among its systems."""
+        named = set(_words(query)) & self._system_words
+        if not named:
+            return False
+        listed = set(_words(" ".join((*system_names_of(entry), entry.systems_text or ""))))
+        return bool(named & listed)
+
+    @staticmethod
+    def reports_problem(text: str) -> bool:
+        """True when the question reports something going wrong ("every sync fails")."""
+        return any(w in _PROBLEM_WORDS for w in _WORD_RE.findall(normalize_text(text)))
+
+    @staticmethod
+    def asks_general_fact(text: str) -> bool:
+        """True for a question after a fact that names nobody involved.
+
+        "Which countries use the euro as their currency?" asks about the world, not about
+        a merchant's integration, so an entry sharing its words does not answer it.
+        A question reporting a problem is never one.
+        """
+        if not _FACT_QUESTION.match(text):
+            return False
+        words = re.findall(r"[\w']+", normalize_text(text).replace("’", "'"))
+        return not any(w in _PEOPLE for w in words) and not HybridRetriever.reports_problem(text)
 
     def confidence(self, signals: dict[str, float]) -> float:
         """How sure we are that the knowledge base answers the question (not a probability)."""
@@ -615,7 +702,10 @@ class HybridRetriever:
         closest entries are suggested down to ``suggest_min_confidence``, below which
         nothing is related. A question with words the knowledge base never uses is a
         near miss ("cancel my subscription" finds the pricing entry) unless the
-        confidence clears the higher ``uncovered_min_confidence``.
+        confidence clears the higher ``uncovered_min_confidence`` or the question reports
+        a problem (then those words are its circumstances). A question after a general
+        fact that names nobody involved ("which countries use the euro?") needs that
+        higher bar too. A follow-up is judged with its conversation, by the first bars.
         """
         s = self.settings
         if s.mode == "bm25":
@@ -629,9 +719,16 @@ class HybridRetriever:
             return "none", f"confidence {confidence:.2f} is below {s.suggest_min_confidence}"
         if confidence < s.min_confidence:
             return "suggest", f"confidence {confidence:.2f} is below {s.min_confidence}"
-        if signals["uncovered"] and not follow_up and confidence < s.uncovered_min_confidence:
+        if follow_up or confidence >= s.uncovered_min_confidence:
+            return "answer", ""
+        if signals["uncovered"] and not signals.get("problem"):
             return "suggest", (
                 f"the question has words no entry uses and confidence {confidence:.2f} is "
+                f"below {s.uncovered_min_confidence}"
+            )
+        if signals.get("general"):
+            return "suggest", (
+                f"the question asks a general fact and confidence {confidence:.2f} is "
                 f"below {s.uncovered_min_confidence}"
             )
         return "answer", ""

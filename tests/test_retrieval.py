@@ -340,6 +340,75 @@ def test_filter_excludes_exact_hit_of_other_severity(retriever):
     assert all(h.entry.severity == "Warning" for h in result.hits)
 
 
+@pytest.mark.parametrize(
+    ("question", "uncovered"),
+    [
+        # Times, reported speech and hedged numbers say nothing about the topic.
+        ("nothing has synced since this morning, all tasks fail", ()),
+        ("The customer writes that roughly 850 of 5000 orders came over on Tuesday", ()),
+        # Everyday words the maintainers' synonyms map onto the documents' words.
+        ("Our admin imported the orders yesterday", ()),
+        ("How do I cancel my Junipeer subscription?", ("subscription",)),
+    ],
+)
+def test_only_topic_words_the_documents_lack_are_uncovered(fake_retriever, question, uncovered):
+    assert fake_retriever.uncovered_words(question) == uncovered
+
+
+@pytest.mark.parametrize(
+    ("question", "problem", "general"),
+    [
+        ("We changed the admin password and now every sync fails", True, False),
+        ("the import halts at around 800 orders", True, False),
+        ("How do I reset my Junipeer password?", False, False),
+        ("Which countries use the euro as their currency?", False, True),
+        ("What are the Shopify API rate limits per app?", False, True),
+        ("When did Sweden start using the krona?", False, True),
+        ("When was the first webshop opened?", False, False),  # "webshop": the merchant's
+        # Someone involved, or a problem reported: not general knowledge.
+        ("What are the rate limits for my Shopify store?", False, False),
+        ("How does Junipeer handle multi-currency orders?", False, False),
+        ("What does the error FORTNOX_VAT_NOT_FOUND mean?", True, False),
+        ("where is the clear cache button?", False, False),
+    ],
+)
+def test_problem_reports_and_general_fact_questions_are_told_apart(question, problem, general):
+    assert HybridRetriever.reports_problem(question) is problem
+    assert HybridRetriever.asks_general_fact(question) is general
+
+
+def _signals(**given: float) -> dict[str, float]:
+    base = {"dense": 0.5, "keyword": 0.5, "known": 1.0, "uncovered": 0.0}
+    return {"problem": 0.0, "general": 0.0, **base, **given}
+
+
+def test_near_miss_and_general_fact_bars(fake_retriever):
+    s = fake_retriever.settings
+    # Confidence 0.5 + 0.3 x 0.5 + 0.3 x 1.0 = 0.95 before the dense figure is moved.
+    between = s.min_confidence + 0.01 - 0.45  # dense giving a confidence just above the bar
+    decide = fake_retriever._decide
+    assert decide(_signals(dense=between), False)[0] == "answer"
+    # A word no entry uses makes it a near miss, unless the question reports a problem.
+    assert decide(_signals(dense=between, uncovered=1.0), False)[0] == "suggest"
+    assert decide(_signals(dense=between, uncovered=1.0, problem=1.0), False)[0] == "answer"
+    # A general fact question needs the near-miss bar too.
+    outcome, reason = decide(_signals(dense=between, general=1.0), False)
+    assert (outcome, "general fact" in reason) == ("suggest", True)
+    high = s.uncovered_min_confidence + 0.01 - 0.45
+    assert decide(_signals(dense=high, general=1.0, uncovered=1.0), False)[0] == "answer"
+    # In a follow-up the conversation says what it is about.
+    assert decide(_signals(dense=between, general=1.0, uncovered=1.0), True)[0] == "answer"
+
+
+def test_a_follow_up_naming_another_of_the_entrys_systems_keeps_it(fake_retriever):
+    entry = fake_retriever.index.by_id["error_pattern:customer-id-not-found"]
+    assert fake_retriever._names_a_system_of("and what if it's in Visma?", entry)
+    assert fake_retriever._names_a_system_of("same on Business Central", entry)
+    assert not fake_retriever._names_a_system_of("and in Shopify?", entry)
+    # "All OAuth-based connectors" names no system by the word "connectors".
+    assert not fake_retriever._names_a_system_of("which connectors?", entry)
+
+
 OUT_OF_SCOPE = [
     "what's the weather in Paris tomorrow?",
     "asdfgh qwerty zxcvb",
