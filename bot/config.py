@@ -156,8 +156,8 @@ class RetrievalSettings(BaseModel):
         default=0.94,
         description=(
             "Confidence a question needs to be answered when it has words the knowledge base "
-            "never uses (a near miss such as cancelling a subscription) and reports no problem, "
-            "or asks a general fact naming nobody involved (which countries use the euro); "
+            "never uses (a near miss such as cancelling a subscription), or asks a general fact "
+            "naming nobody involved (which countries use the euro); "
             "below, it is suggest."
         ),
     )

@@ -67,10 +67,8 @@ _TOPIC_FREE = frozenset(
     every none each suddenly
     """.split()
 )
-# Words that report something going wrong. A question that reports a failure is a
-# troubleshooting question, which is what the knowledge base is about: its words the
-# documents lack describe the circumstances ("we changed the admin password and now every
-# sync fails"), not a topic the documents miss ("how do I reset my password?").
+# Words that report something going wrong: a question with one is about a problem, never
+# a general fact ("What does the error … mean?").
 _PROBLEM_WORDS = frozenset(
     """
     fail fails failed failing failure failures error errors stop stops stopped stopping halt
@@ -702,8 +700,7 @@ class HybridRetriever:
         closest entries are suggested down to ``suggest_min_confidence``, below which
         nothing is related. A question with words the knowledge base never uses is a
         near miss ("cancel my subscription" finds the pricing entry) unless the
-        confidence clears the higher ``uncovered_min_confidence`` or the question reports
-        a problem (then those words are its circumstances). A question after a general
+        confidence clears the higher ``uncovered_min_confidence``. A question after a general
         fact that names nobody involved ("which countries use the euro?") needs that
         higher bar too. A follow-up is judged with its conversation, by the first bars.
         """
@@ -721,7 +718,7 @@ class HybridRetriever:
             return "suggest", f"confidence {confidence:.2f} is below {s.min_confidence}"
         if follow_up or confidence >= s.uncovered_min_confidence:
             return "answer", ""
-        if signals["uncovered"] and not signals.get("problem"):
+        if signals["uncovered"]:
             return "suggest", (
                 f"the question has words no entry uses and confidence {confidence:.2f} is "
                 f"below {s.uncovered_min_confidence}"

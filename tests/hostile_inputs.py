@@ -479,10 +479,14 @@ KNOWN_MISSES: dict[str, str] = {
     # Markup and log-line framing words pull short free-text questions off their entry.
     "question-in-noise/html-around/vat": ABSTAIN,
     "combo-html/md-link/style-expression/contact": ABSTAIN,
-    # The log line's "ERROR" reports a problem, so its words the documents lack no longer
-    # make it a near miss: answered, with the expected FAQ second.
-    "combo-control/log-line/nul-run/edit-invoice": "FORTNOX_PAYMENT_DATE",
+    "combo-control/log-line/nul-run/edit-invoice": ABSTAIN,
     "combo-surrogate/log-line/high-run/vat": "guide:tips",
+    # Answered before the answer/suggest/none outcomes; since then injected text or markup
+    # around a short free-text question lowers the confidence below the bar.
+    "combo-html/suffix/a-href-js/guest-name": ABSTAIN,
+    "combo-injection/prefix/json-role/vat": ABSTAIN,
+    "combo-injection/suffix/special-token/rate-limit": ABSTAIN,
+    "question-in-noise/html-around/rate-limit": ABSTAIN,
 }
 
 
