@@ -36,6 +36,7 @@ from ingest.keyword import (
     is_everyday_word,
     normalize_text,
     tokenize,
+    word_tokens,
 )
 from ingest.synonyms import Synonyms
 
@@ -440,9 +441,16 @@ class HybridRetriever:
 
     # -- search ---------------------------------------------------------------
 
-    def _correct(self, tokens: list[str]) -> list[str]:
-        """Map unknown (likely misspelt) tokens to close vocabulary words."""
-        return [self._typos.correct(t) for t in tokens]
+    def _search_tokens(self, text: str) -> list[str]:
+        """The text's tokens, unknown (likely misspelt) ones mapped to close vocabulary words.
+
+        A real English word is left alone even when its stem is not one: "nothing" is
+        stemmed to "noth", which is not a misspelt "both".
+        """
+        return [
+            t if t in self._vocabulary_set or is_english_word(w) else self._typos.correct(t)
+            for w, t in word_tokens(text)
+        ]
 
     def _query_vector(self, query: str) -> np.ndarray:
         # A follow-up embeds the same texts again (alone, then with its context); the
@@ -539,13 +547,13 @@ class HybridRetriever:
         # and the terms the maintainers' synonyms map them to; the English-only MiniLM model
         # gets the English rendering, synonyms included.
         searched = self.synonyms.expand(query)
-        tokens = self._correct(tokenize(expand_query(searched)))
+        tokens = self._search_tokens(expand_query(searched))
         dense, bm25 = self._entry_scores(translate_query(searched), tokens)
         if context:
             # The new question counts twice as much as the earlier one: "and if we have two
             # stores?" after a pricing question is about stores, within pricing.
             context = self.synonyms.expand(context)
-            context_tokens = self._correct(tokenize(expand_query(context)))
+            context_tokens = self._search_tokens(expand_query(context))
             c_dense, c_bm25 = self._entry_scores(translate_query(context), context_tokens)
             dense = (2 * dense + c_dense) / 3
             bm25 = (2 * bm25 + c_bm25) / 3
@@ -621,7 +629,7 @@ class HybridRetriever:
         """Share of the text's words the knowledge base knows, synonyms counting as known."""
         translated = translate_query(text)
         covered = set(tokenize(" ".join(self.synonyms.covered_words(translated))))
-        tokens = self._correct(tokenize(translated))
+        tokens = self._search_tokens(translated)
         if not tokens:
             return 0.0
         return sum(1 for t in tokens if t in self._vocabulary_set or t in covered) / len(tokens)

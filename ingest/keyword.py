@@ -52,8 +52,13 @@ def _stem(token: str) -> str:
 
 def tokenize(text: str) -> list[str]:
     """Split into lowercase, lightly stemmed word tokens, stopwords removed."""
+    return [token for _, token in word_tokens(text)]
+
+
+def word_tokens(text: str) -> list[tuple[str, str]]:
+    """(word, token) pairs of :func:`tokenize`: each token with the word it was stemmed from."""
     words = _WORD.findall(normalize_text(text))
-    return [_stem(w) for w in words if w not in STOPWORDS]
+    return [(w, _stem(w)) for w in words if w not in STOPWORDS]
 
 
 class BM25:

@@ -355,6 +355,13 @@ def test_only_topic_words_the_documents_lack_are_uncovered(fake_retriever, quest
     assert fake_retriever.uncovered_words(question) == uncovered
 
 
+def test_real_words_are_not_corrected_through_their_stems(fake_retriever):
+    # "nothing" is stemmed to "noth", one letter from the corpus word "both".
+    tokens = fake_retriever._search_tokens("nothing reaches fortnx")
+    assert "both" not in tokens
+    assert "fortnox" in tokens  # a misspelt name is still corrected
+
+
 @pytest.mark.parametrize(
     ("question", "problem", "general"),
     [
