@@ -85,6 +85,10 @@ _FACT_QUESTION = re.compile(
     r"|is\s+there|are\s+there)\b",
     re.IGNORECASE,
 )
+# Words of a follow-up that asks the same again elsewhere: "same thing on Business Central?".
+_SAME_WORDS = frozenset(
+    "same thing things case happens happen there too instead else business one net".split()
+)
 _PEOPLE = frozenset(
     """
     i i'm im i've ive me my mine we we're our ours us you your yours junipeer merchant
@@ -568,10 +572,10 @@ class HybridRetriever:
                 # Conversation context: the entry the conversation is about stays in front
                 # unless the new question clearly points elsewhere.
                 fused[pos] += s.follow_up_boost
-                if self._names_a_system_of(query, self.entries[pos]):
+                if self._asks_same_for_system(query, self.entries[pos]):
                     # "and what if it's in Visma?" about an entry that lists Visma: the same
-                    # question for another of the entry's systems does not point elsewhere.
-                    fused[pos] += s.follow_up_boost
+                    # question for another of the entry's systems, so the entry stays first.
+                    fused[pos] = max(fused[pos], float(np.max(fused)) + s.follow_up_boost)
 
         order = [int(p) for p in np.argsort(-fused, kind="stable") if np.isfinite(fused[p])]
         if not order:
@@ -622,7 +626,7 @@ class HybridRetriever:
             top = s.dense_weight * use_dense + s.bm25_weight * use_bm25
         else:
             top = (s.dense_weight * use_dense + 1.0 * use_bm25) / (s.rrf_k + 1)
-        top += 2 * s.follow_up_boost
+        top += s.follow_up_boost
         return top if top > 0 else 1.0
 
     def known_share_of(self, text: str) -> float:
@@ -669,13 +673,23 @@ class HybridRetriever:
             if w not in generic
         )
 
-    def _names_a_system_of(self, query: str, entry: Entry) -> bool:
-        """True when the query names a system the entry lists among its systems."""
-        named = set(_words(query)) & self._system_words
+    def _asks_same_for_system(self, query: str, entry: Entry) -> bool:
+        """True when the query only names a system the entry lists ("and in Visma?").
+
+        Words that say nothing but "the same, there" may come with it; anything else
+        ("and what about refunds in Visma?") asks something new.
+        """
+        words = [w for w in _words(query) if len(w) > 1 and w not in STOPWORDS]
+        named = {w for w in words if w in self._system_words}
         if not named:
             return False
         listed = set(_words(" ".join((*system_names_of(entry), entry.systems_text or ""))))
-        return bool(named & listed)
+        rest = [
+            w
+            for w in words
+            if w not in self._system_words and w not in _TOPIC_FREE and w not in _SAME_WORDS
+        ]
+        return bool(named & listed) and not rest
 
     @staticmethod
     def reports_problem(text: str) -> bool:

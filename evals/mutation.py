@@ -221,7 +221,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "retrieval-follow-up-boost-off",
         "bot/retrieval.py",
+        "                # unless the new question clearly points elsewhere.\n"
         "                fused[pos] += s.follow_up_boost\n",
+        "                # unless the new question clearly points elsewhere.\n"
         "                pass\n",
         "a follow-up no longer favours the entry the conversation is about",
     ),

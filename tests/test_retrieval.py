@@ -406,13 +406,27 @@ def test_near_miss_and_general_fact_bars(fake_retriever):
     assert decide(_signals(dense=between, general=1.0, uncovered=1.0), True)[0] == "answer"
 
 
-def test_a_follow_up_naming_another_of_the_entrys_systems_keeps_it(fake_retriever):
+def test_a_follow_up_asking_the_same_for_another_system_is_told_apart(fake_retriever):
     entry = fake_retriever.index.by_id["error_pattern:customer-id-not-found"]
-    assert fake_retriever._names_a_system_of("and what if it's in Visma?", entry)
-    assert fake_retriever._names_a_system_of("same on Business Central", entry)
-    assert not fake_retriever._names_a_system_of("and in Shopify?", entry)
+    same = fake_retriever._asks_same_for_system
+    assert same("and what if it's in Visma?", entry)
+    assert same("same thing on Business Central?", entry)
+    assert same("what about Visma.net?", entry)
+    assert not same("and in Shopify?", entry)  # not among the entry's systems
+    assert not same("and what about refunds in Visma?", entry)  # something new
     # "All OAuth-based connectors" names no system by the word "connectors".
-    assert not fake_retriever._names_a_system_of("which connectors?", entry)
+    assert not same("which connectors?", entry)
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    "follow_up", ["and in Visma.net?", "what about Visma?", "same thing on Business Central?"]
+)
+def test_a_follow_up_for_another_of_the_entrys_systems_keeps_it_first(retriever, follow_up):
+    entry_id = "error_pattern:customer-id-not-found"
+    context = "orders fail with Customer ID not found in Fortnox"
+    result = retriever.retrieve(follow_up, prefer=[entry_id], context=context)
+    assert [h.entry.id for h in result.hits][:1] == [entry_id]
 
 
 OUT_OF_SCOPE = [
