@@ -52,6 +52,8 @@ from bot.web_guard import (
     GuardStore,
     SecurityMiddleware,
     clean_client_message,
+    client_of,
+    trusted_proxies_of,
 )
 
 # Chainlit fixes its app root (.chainlit/, public/, .files/) from this variable or the
@@ -238,14 +240,16 @@ if AGENT_MODE:
 # -- the gatekeeper (limits, ownership, origins; see bot/web_guard.py) ----------------------
 
 GUARD_STORE = GuardStore(SETTINGS.chat.database_url)
+# Behind nginx every peer is the proxy: the client is the one it names (see client_of).
+TRUSTED_PROXIES = trusted_proxies_of(SETTINGS.chat.trusted_proxies)
 # How long a feedback may wait for the step it is about to be written (steps are stored
 # by background tasks, so a quick thumbs can arrive first).
 _STEP_WAIT_S = 3.0
 
 
-def _client_address(session: WebsocketSession) -> str | None:
-    scope = (session.environ or {}).get("asgi.scope") or {}
-    return (scope.get("client") or (None,))[0]
+def _client_address(session: WebsocketSession) -> str:
+    """The address of the client that opened a socket session (behind nginx: its client)."""
+    return client_of((session.environ or {}).get("asgi.scope"), TRUSTED_PROXIES)
 
 
 def _token_user(token: str | None) -> str | None:
@@ -427,6 +431,7 @@ def _install_guard() -> None:
                 getattr(chainlit_config.features.spontaneous_file_upload, "enabled", False)
             ),
             authorize=_authorize,
+            trusted_proxies=TRUSTED_PROXIES,
         )
     handlers = sio.handlers.get("/", {})
     if getattr(handlers.get("connect"), "__wrapped_by_guard__", False):
@@ -445,7 +450,7 @@ def _install_guard() -> None:
             # into, and a session id is theirs only to resume their own dropped session.
             auth["threadId"] = None
             existing = WebsocketSession.get_by_id(auth["sessionId"])
-            address = ((environ.get("asgi.scope") or {}).get("client") or (None,))[0]
+            address = client_of(environ.get("asgi.scope"), TRUSTED_PROXIES)
             if existing is not None and (
                 sio.manager.is_connected(existing.socket_id, "/")
                 or _client_address(existing) != address
@@ -711,13 +716,7 @@ async def _send(rendered: render.RenderedMessage, actions: list[cl.Action]) -> c
 def _client_keys() -> tuple[str, str]:
     session = cl.context.session
     environ = getattr(session, "environ", None) or {}
-    scope = environ.get("asgi.scope") or {}
-    headers = {
-        k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or ()
-    }
-    peer = environ.get("REMOTE_ADDR") or (scope.get("client") or [None])[0]
-    trusted = [p.strip() for p in SETTINGS.chat.trusted_proxies.split(",") if p.strip()]
-    address = render.client_address(peer, headers, trusted)
+    address = client_of(environ.get("asgi.scope"), TRUSTED_PROXIES)
     user = session.user.identifier if getattr(session, "user", None) else None
     return render.rate_limit_keys(session.id, user, address)
 

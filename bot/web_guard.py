@@ -25,7 +25,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.cookies import SimpleCookie
@@ -35,6 +35,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
+from bot.chat_render import client_address
 from bot.config import SecuritySettings
 from bot.persistence import _engine, is_sqlite
 
@@ -295,8 +296,32 @@ class GuardRequest:
 Authorize = Callable[[GuardRequest], Awaitable[str | None]]
 
 
-def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+def headers_of(scope: Scope) -> dict[str, str]:
+    """A request's headers (HTTP or websocket ASGI scope), lower-case names."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or ()}
+
+
+def trusted_proxies_of(setting: str) -> tuple[str, ...]:
+    """The addresses of ``SUPPORTBOT_CHAT__TRUSTED_PROXIES`` (comma-separated)."""
+    return tuple(p.strip() for p in setting.split(",") if p.strip())
+
+
+def client_of(scope: Scope | None, trusted_proxies: Sequence[str]) -> str:
+    """The client's address for everything keyed per client (limits, lockouts, ownership).
+
+    The peer of the ASGI scope, unless it is a trusted proxy: then the client it names in
+    ``X-Real-IP`` (else the last ``X-Forwarded-For`` entry), so that behind nginx each
+    merchant has an address of their own instead of all sharing the proxy's. Never the
+    ``REMOTE_ADDR`` of a Socket.IO environ: the engine.io ASGI driver fills that with
+    127.0.0.1 for every peer, which would make any client a "trusted proxy".
+
+    Args:
+        scope: The request's ASGI scope (for a socket: its environ's ``asgi.scope``).
+        trusted_proxies: Peers whose forwarding headers are believed.
+    """
+    scope = scope or {}
+    peer = (scope.get("client") or (None,))[0]
+    return client_address(peer, headers_of(scope), trusted_proxies)
 
 
 def token_from_headers(headers: dict[str, str]) -> str | None:
@@ -379,6 +404,8 @@ class SecurityMiddleware:
         uploads_enabled: Whether ``/project/file`` may be used at all.
         authorize: Ownership check for feedback, renames and actions; returns a refusal
             sentence or None.
+        trusted_proxies: Peers (our nginx) whose ``X-Real-IP`` names the client, for the
+            login throttle's address key and the ownership checks (:func:`client_of`).
     """
 
     def __init__(
@@ -389,6 +416,7 @@ class SecurityMiddleware:
         login_required: bool,
         uploads_enabled: bool = False,
         authorize: Authorize | None = None,
+        trusted_proxies: Sequence[str] = (),
     ) -> None:
         """Wrap ``app``."""
         self.app = app
@@ -397,6 +425,7 @@ class SecurityMiddleware:
         self.login_required = login_required
         self.uploads_enabled = uploads_enabled
         self.authorize = authorize
+        self.trusted_proxies = tuple(trusted_proxies)
         # The agent instance serves its own pages only: no other site may call it.
         self.allowed_origins = (
             set() if login_required else {o.rstrip("/").lower() for o in settings.allowed_origins}
@@ -407,7 +436,7 @@ class SecurityMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = _headers(scope)
+        headers = headers_of(scope)
         refusal = await self._refuse_early(scope, headers)
         if refusal is not None:
             await self._reply(scope, send, *refusal)
@@ -426,7 +455,7 @@ class SecurityMiddleware:
         request = GuardRequest(
             method=scope["method"],
             path=scope.get("path", ""),
-            client=(scope.get("client") or ("?", 0))[0],
+            client=client_of(scope, self.trusted_proxies),
             token=token_from_headers(headers),
             body=body,
         )

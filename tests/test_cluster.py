@@ -24,11 +24,12 @@ import pytest
 
 from bot.chat_render import SOURCE_SUFFIX
 from bot.cluster import ClusterState, free_port, load_state
-from bot.persistence import fetch_feedback
+from bot.persistence import _query, fetch_feedback
 from bot.shared_state import publish_saved_build
 from evals.load import ChatSession, Exchange
 from ingest.index import current_build, ingest
 from tests.conftest import CORPUS, make_settings
+from tests.test_security import Tab
 
 REPO = Path(__file__).resolve().parent.parent
 CODE_QUESTION = "what is error 2000637"
@@ -104,6 +105,26 @@ def _ask(tab: ChatSession, question: str) -> Any:
 def code_source(merchant_source) -> str:
     """What a merchant's source panel is called after CODE_QUESTION."""
     return merchant_source(CODE_ENTRY)
+
+
+@pytest.mark.model
+def test_through_nginx_each_client_is_keyed_by_its_own_address_not_by_what_it_claims(
+    cluster: ClusterState,
+) -> None:
+    # Two merchants on other loopback addresses, one claiming a third: nginx replaces
+    # X-Real-IP and appends to X-Forwarded-For, and the replicas believe only that.
+    claims = {"X-Real-IP": "203.0.113.9", "X-Forwarded-For": "203.0.113.9"}
+
+    async def go() -> None:
+        for peer, headers in (("127.0.0.2", claims), ("127.0.0.3", {})):
+            async with Tab(cluster.url, local_addr=peer, headers=headers) as tab:
+                assert (await tab.ask(CODE_QUESTION))["answers"]
+
+    asyncio.run(go())
+    sql = 'SELECT DISTINCT "client" FROM supportbot_rate_events'
+    clients = {r["client"] for r in asyncio.run(_query(cluster.database_url, sql))}
+    assert {"address:127.0.0.2", "address:127.0.0.3"} <= clients, clients
+    assert "address:203.0.113.9" not in clients
 
 
 @pytest.mark.model

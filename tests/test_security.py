@@ -31,7 +31,7 @@ import jwt
 import pytest
 from socketio.exceptions import ConnectionError as SocketRefused
 
-from bot.chat_render import filters_from_settings, offered_settings
+from bot.chat_render import filters_from_settings, offered_settings, rate_limited_text
 from bot.cli import spreadsheet_safe
 from bot.persistence import create_schema_async, fetch_abstentions, gap_report
 from bot.web_guard import (
@@ -42,6 +42,7 @@ from bot.web_guard import (
     OTHER_SITE,
     TOO_LARGE,
     UPLOADS_OFF,
+    client_of,
 )
 from tests.test_load import ChatServer, _spawn, _stop
 
@@ -103,6 +104,29 @@ def agent(tmp_path_factory: pytest.TempPathFactory, index_dir: Path) -> Iterator
         _stop(server)
 
 
+# Loopback peers other than the trusted proxy (127.0.0.1): the whole of 127/8 is local.
+UNTRUSTED_PEER = "127.0.0.2"
+PER_ADDRESS = 2
+
+
+@pytest.fixture(scope="module")
+def address_limited(
+    tmp_path_factory: pytest.TempPathFactory, index_dir: Path
+) -> Iterator[ChatServer]:
+    """A merchant instance allowing each client address PER_ADDRESS messages a minute."""
+    env = {
+        "SUPPORTBOT_CHAT__AGENT_PROFILE": "false",
+        "SUPPORTBOT_CHAT__RATE_LIMIT_PER_MINUTE": "1000",
+        "SUPPORTBOT_CHAT__RATE_LIMIT_PER_ADDRESS_PER_MINUTE": str(PER_ADDRESS),
+        "SUPPORTBOT_CHAT__STREAM_SECONDS": "0",
+    }
+    server = _spawn(tmp_path_factory.mktemp("sec-per-address"), index_dir, env)
+    try:
+        yield server
+    finally:
+        _stop(server)
+
+
 def _login(url: str, password: str = AGENT_PASSWORD, **headers: str) -> httpx.Response:
     with httpx.Client(base_url=url, timeout=20) as http:
         return http.post(
@@ -149,7 +173,11 @@ class Tab:
         headers: dict[str, str] | None = None,
         cookies: dict[str, str] | None = None,
         profile: str = "Merchant",
+        local_addr: str | None = None,
     ) -> None:
+        # local_addr: the loopback address this tab connects from (127.0.0.2 is another
+        # peer than the server's trusted proxy, 127.0.0.1).
+        self.local_addr = local_addr
         self.url = url
         self.session_id = session_id or str(uuid.uuid4())
         self.thread_id = thread_id
@@ -165,7 +193,12 @@ class Tab:
         import socketio
         from yarl import URL
 
-        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        connector = (
+            aiohttp.TCPConnector(local_addr=(self.local_addr, 0)) if self.local_addr else None
+        )
+        self.http = aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True), connector=connector
+        )
         if self.cookies:
             self.http.cookie_jar.update_cookies(self.cookies, response_url=URL(self.url))
         self.sio = socketio.AsyncClient(reconnection=False, http_session=self.http)
@@ -379,6 +412,90 @@ def test_feedback_on_the_agent_instance_only_on_ones_own_threads(
     agent: ChatServer, agent_token: str
 ) -> None:
     _run(_agent_feedback_case(agent.url, agent_token))
+
+
+def _failed_logins(url: str, names: str, headers: dict[str, str]) -> list[int]:
+    """Status of five failed logins, one per user name, then of one more."""
+    with httpx.Client(base_url=url, timeout=20) as http:
+        return [
+            http.post(
+                "/login", data={"username": f"{names}{n}", "password": "x"}, headers=headers
+            ).status_code
+            for n in range(6)
+        ]
+
+
+def test_behind_the_proxy_each_client_has_its_own_login_throttle_and_cannot_forge_one(
+    agent: ChatServer,
+) -> None:
+    # nginx (a trusted peer) names the client in X-Real-IP: five failures from one
+    # merchant's address lock that address, not everyone behind the proxy.
+    one = {"X-Real-IP": "198.51.100.20"}
+    assert _failed_logins(agent.url, "proxied-a", one) == [401] * 5 + [429]
+    other = {"X-Real-IP": "198.51.100.21"}
+    assert _failed_logins(agent.url, "proxied-b", other)[0] == 401
+    # A peer that is not a trusted proxy is keyed by its own address, whatever it claims.
+    forged = [{"X-Real-IP": f"192.0.2.{n}", "X-Forwarded-For": f"192.0.2.{n}"} for n in range(6)]
+    transport = httpx.HTTPTransport(local_address=UNTRUSTED_PEER)
+    with httpx.Client(base_url=agent.url, timeout=20, transport=transport) as http:
+        codes = [
+            http.post(
+                "/login", data={"username": f"direct{n}", "password": "x"}, headers=h
+            ).status_code
+            for n, h in enumerate(forged)
+        ]
+    assert codes == [401] * 5 + [429]
+    keys = {r[0] for r in _rows(agent.db_path, "SELECT key FROM login_failures")}
+    assert {"addr:198.51.100.20", "addr:198.51.100.21", f"addr:{UNTRUSTED_PEER}"} <= keys
+    assert not any(k.startswith("addr:192.0.2.") for k in keys)
+    assert "addr:127.0.0.1" not in keys  # the proxy itself is nobody's address
+
+
+async def _asked_from(url: str, local: str | None, real_ip: str, times: int) -> list[str]:
+    """Answers of ``times`` questions from a new tab claiming ``real_ip``."""
+    async with Tab(url, headers={"X-Real-IP": real_ip}, local_addr=local) as tab:
+        return [(await tab.ask(QUESTION))["answers"][0] for _ in range(times)]
+
+
+def test_behind_the_proxy_each_client_has_its_own_rate_limit_and_cannot_forge_one(
+    address_limited: ChatServer,
+) -> None:
+    url = address_limited.url
+    limited = rate_limited_text(1).split("Please wait")[0]
+    # Through the proxy: two merchants, each with the whole per-address allowance.
+    first = _run(_asked_from(url, None, "198.51.100.30", PER_ADDRESS + 1))
+    assert [limited in a for a in first] == [False] * PER_ADDRESS + [True]
+    second = _run(_asked_from(url, None, "198.51.100.31", 1))
+    assert limited not in second[0]
+    # Directly from another peer: a new tab claiming a new address is still that peer.
+    direct = _run(_asked_from(url, UNTRUSTED_PEER, "203.0.113.1", PER_ADDRESS))
+    assert not any(limited in a for a in direct)
+    again = _run(_asked_from(url, UNTRUSTED_PEER, "203.0.113.2", 1))
+    assert limited in again[0]
+    clients = {
+        r[0] for r in _rows(address_limited.db_path, "SELECT client FROM supportbot_rate_events")
+    }
+    assert {"address:198.51.100.30", "address:198.51.100.31", f"address:{UNTRUSTED_PEER}"} <= (
+        clients
+    )
+    assert not any(c.startswith("address:203.0.113.") for c in clients)
+
+
+def test_the_client_address_is_the_proxys_header_only_from_a_trusted_proxy() -> None:
+    trusted = ("127.0.0.1", "::1")
+
+    def scope(peer: str | None, **headers: str) -> dict[str, Any]:
+        raw = [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]
+        return {"client": (peer, 1234) if peer else None, "headers": raw}
+
+    assert client_of(scope("127.0.0.1", x_real_ip="198.51.100.1"), trusted) == "198.51.100.1"
+    # nginx appends the peer it saw: the right-most entry is the one it vouches for.
+    xff = {"x_forwarded_for": "10.9.9.9, 198.51.100.2"}
+    assert client_of(scope("::1", **xff), trusted) == "198.51.100.2"
+    assert client_of(scope("203.0.113.5", x_real_ip="198.51.100.1"), trusted) == "203.0.113.5"
+    assert client_of(scope("127.0.0.1"), trusted) == "127.0.0.1"
+    assert client_of(scope("127.0.0.1", x_real_ip="1.2.3.4"), ()) == "127.0.0.1"
+    assert client_of(None, trusted) == "unknown"
 
 
 def test_login_is_locked_per_user_and_per_address_across_the_database(
