@@ -151,7 +151,8 @@ async def _startup() -> None:
         sys.stderr.write(f"{message}\n")
         sys.stderr.flush()
         os._exit(3)
-    _shared = open_shared_state(url, SETTINGS.chat.database_pool_size)
+    # One pool for this process's own queries (the gatekeeper's and the shared state's).
+    _shared = open_shared_state(url, engine=GUARD_STORE.engine)
     # Chainlit runs this before the server accepts connections: loading the model and the
     # index here means that once the server is up, the first answer comes at once.
     await asyncio.to_thread(get_bot)
@@ -239,7 +240,7 @@ if AGENT_MODE:
 
 # -- the gatekeeper (limits, ownership, origins; see bot/web_guard.py) ----------------------
 
-GUARD_STORE = GuardStore(SETTINGS.chat.database_url)
+GUARD_STORE = GuardStore(SETTINGS.chat.database_url, SETTINGS.chat.database_pool_size)
 # Behind nginx every peer is the proxy: the client is the one it names (see client_of).
 TRUSTED_PROXIES = trusted_proxies_of(SETTINGS.chat.trusted_proxies)
 # How long a feedback may wait for the step it is about to be written (steps are stored

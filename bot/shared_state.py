@@ -166,9 +166,18 @@ class PostgresSharedState(SharedState):
         await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:c))"), {"c": client})
 
 
-def open_shared_state(url: str, pool_size: int = 5) -> SharedState:
-    """The shared state on the chat database at ``url`` (tables from ``create_schema``)."""
-    engine = make_engine(url, pool_size)
+def open_shared_state(
+    url: str, pool_size: int = 5, engine: AsyncEngine | None = None
+) -> SharedState:
+    """The shared state on the chat database at ``url`` (tables from ``create_schema``).
+
+    Args:
+        url: The chat database.
+        pool_size: Connections of its own pool (when no ``engine`` is given).
+        engine: An engine on ``url`` to share (the chat server's one pool for its own
+            queries, see :class:`bot.web_guard.GuardStore`).
+    """
+    engine = engine if engine is not None else make_engine(url, pool_size)
     return SharedState(engine) if is_sqlite(url) else PostgresSharedState(engine)
 
 

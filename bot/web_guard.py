@@ -37,7 +37,7 @@ from starlette.requests import Request
 
 from bot.chat_render import client_address
 from bot.config import SecuritySettings
-from bot.persistence import _engine, is_sqlite
+from bot.persistence import is_sqlite, make_engine
 
 log = logging.getLogger(__name__)
 
@@ -152,18 +152,24 @@ class GuardStore:
 
     SQLite or PostgreSQL, by URL (the same database as the chat history), so all
     replicas share one view of who is locked out and which tokens are dead.
+
+    Its lookups sit on hot paths (every message's id is checked, every feedback's step),
+    so the engine is the process's own pool of ``pool_size`` connections
+    (``SUPPORTBOT_CHAT__DATABASE_POOL_SIZE``), which :mod:`bot.shared_state` shares
+    (:attr:`engine`), not a pool of one that every request would queue for.
     """
 
-    def __init__(self, url: str) -> None:
-        """Open (lazily) an engine on ``url``."""
+    def __init__(self, url: str, pool_size: int = 5) -> None:
+        """Open (lazily) an engine on ``url`` keeping ``pool_size`` connections."""
         self.url = url
+        self.pool_size = pool_size
         self._engine: AsyncEngine | None = None
 
     @property
     def engine(self) -> AsyncEngine:
         """The store's engine, created on first use."""
         if self._engine is None:
-            self._engine = _engine(self.url)
+            self._engine = make_engine(self.url, self.pool_size)
         return self._engine
 
     async def close(self) -> None:

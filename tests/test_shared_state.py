@@ -200,3 +200,25 @@ async def test_a_corrupt_or_mismatched_published_build_is_refused_and_the_old_on
         assert not replica.answer("what is error 2000637").abstained
     finally:
         await shared.close()
+
+
+async def test_the_gatekeeper_and_the_shared_state_share_one_pool_of_the_configured_size(
+    database_url: str,
+) -> None:
+    from bot.web_guard import GuardStore
+
+    await create_schema_async(database_url)
+    store = GuardStore(database_url, pool_size=3)
+    shared = open_shared_state(database_url, engine=store.engine)
+    try:
+        assert shared.engine is store.engine
+        if not database_url.startswith("sqlite"):
+            # The hot-path lookups (every message id, every feedback's step) are not
+            # queued behind one connection.
+            assert store.engine.pool.size() == 3
+        lookups = [store.step_thread(f"00000000-0000-4000-8000-{n:012d}") for n in range(12)]
+        admitted = [shared.admit(f"client-{n}", 5) for n in range(12)]
+        results = await asyncio.gather(*lookups, *admitted)
+        assert results == [None] * 12 + [0.0] * 12
+    finally:
+        await store.close()
