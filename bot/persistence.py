@@ -27,6 +27,7 @@ import base64
 import errno
 import json
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -165,8 +166,9 @@ SCHEMA_LOCK_KEY = 7_201_326_517
 
 # Seconds a SQLite writer waits for a lock before failing ("database is locked").
 SQLITE_BUSY_TIMEOUT_S = 15
-# Seconds feedback waits for the thread it rates to be written (see make_data_layer).
-FEEDBACK_THREAD_WAIT_S = 10.0
+# Seconds a feedback may take to be stored, its thread waited for and failed attempts
+# retried (see make_data_layer); then it is refused. Under the clients' 30 s.
+FEEDBACK_DEADLINE_S = 20.0
 # Seconds to connect to PostgreSQL, and for one statement, before giving up.
 PG_CONNECT_TIMEOUT_S = 5
 PG_COMMAND_TIMEOUT_S = 15
@@ -303,10 +305,36 @@ def _run(factory: Callable[[], Awaitable[T]]) -> T:
 # -- schema ---------------------------------------------------------------------
 
 
+# Every table and index SCHEMA creates, by name.
+SCHEMA_OBJECTS = frozenset(re.findall(r"IF NOT EXISTS (\w+)", "\n".join(SCHEMA)))
+
+
+async def _schema_present(conn: Any, url: str) -> bool:
+    """Whether every table and index of :data:`SCHEMA` exists (a catalogue read, no locks)."""
+    if is_sqlite(url):
+        sql = "SELECT name FROM sqlite_master"
+    else:
+        sql = (
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema()"
+        )
+    names = {row[0] for row in await conn.exec_driver_sql(sql)}
+    return SCHEMA_OBJECTS <= names
+
+
 async def create_schema_async(url: str) -> None:
-    """Create the tables if missing (idempotent); SQLite is switched to WAL mode."""
+    """Create the tables if missing (idempotent); SQLite is switched to WAL mode.
+
+    A schema already there is left alone: ``CREATE INDEX IF NOT EXISTS`` takes a lock on
+    its table even when the index exists, and a re-ingest publishing its build while the
+    replicas write under load waited behind their writes (and they behind it) until it
+    timed out.
+    """
     engine = _engine(url)
     try:
+        async with engine.connect() as conn:
+            if await _schema_present(conn, url):
+                return
         async with engine.begin() as conn:
             if is_sqlite(url):
                 await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
@@ -364,12 +392,18 @@ def _inline_storage_client() -> Any:
     return InlineTextStorage()
 
 
-def make_data_layer(url: str, pool_size: int = 5) -> Any:
+def make_data_layer(
+    url: str, pool_size: int = 5, feedback_engine: AsyncEngine | None = None
+) -> Any:
     """Chainlit's ``SQLAlchemyDataLayer`` for the URL, ready for SQLite or PostgreSQL.
 
-    Feedback that cannot be stored fails its request (the merchant sees it was not
-    saved) instead of being acknowledged and lost: the stock layer swallows database
-    errors and answers with an id either way.
+    Feedback is acknowledged only once it is committed: it waits for the thread it rates
+    (Chainlit writes threads in background tasks, and PostgreSQL's foreign key would
+    refuse it), retries what fails within :data:`FEEDBACK_DEADLINE_S`, and then fails its
+    request (the merchant sees it was not saved) instead of being acknowledged and lost;
+    the stock layer swallows database errors and answers with an id either way. Each
+    attempt is one short transaction on ``feedback_engine`` (the server's own pool) when
+    given, so ratings do not queue behind Chainlit's backlog of step writes.
 
     Call :func:`create_schema` (or :func:`create_schema_async`) before first use.
     """
@@ -401,28 +435,45 @@ def make_data_layer(url: str, pool_size: int = 5) -> Any:
                 f"INSERT INTO feedbacks ({columns}) VALUES ({values}) "
                 f'ON CONFLICT ("id") DO UPDATE SET {updates}'
             )
-            try:
-                await self._wait_for_thread(str(feedback.threadId))
-                async with self.async_session() as session:
-                    # Leaving the block without commit rolls the transaction back.
-                    await session.execute(sql, params)
-                    await session.commit()
-            except Exception:
-                log.exception("Feedback %s could not be stored", feedback.id)
-                raise
-            feedback_id = str(feedback.id)
-            return feedback_id
-
-        async def _wait_for_thread(self, thread_id: str) -> None:
-            # Chainlit writes the thread and its steps in background tasks; under load a
-            # thumbs-up can arrive first, and PostgreSQL's foreign key would refuse it.
-            deadline = time.monotonic() + FEEDBACK_THREAD_WAIT_S
             probe = text('SELECT 1 FROM threads WHERE "id" = :t')
-            while time.monotonic() < deadline:
-                async with self.async_session() as session:
-                    if (await session.execute(probe, {"t": thread_id})).first() is not None:
-                        return
-                await asyncio.sleep(0.2)
+            thread = {"t": str(feedback.threadId)}
+            engine = feedback_engine or self.engine
+
+            async def attempt() -> bool:
+                async with engine.begin() as conn:
+                    if (await conn.execute(probe, thread)).first() is None:
+                        return False  # not written yet; nothing stored, nothing to undo
+                    await conn.execute(sql, params)
+                return True  # committed
+
+            deadline = time.monotonic() + FEEDBACK_DEADLINE_S
+            pause, failure, attempts = 0.1, None, 0
+            while (left := deadline - time.monotonic()) > 0:
+                attempts += 1
+                try:
+                    # A cut-off attempt may still have committed: the retry is an upsert
+                    # by id, so nothing is stored twice.
+                    if await asyncio.wait_for(attempt(), left):
+                        if attempts > 1:
+                            log.info("Feedback %s stored at attempt %d", feedback.id, attempts)
+                        return str(feedback.id)
+                    failure = None
+                except Exception as exc:  # noqa: BLE001 - retried until the deadline
+                    failure = exc
+                    log.warning(
+                        "Feedback %s not stored yet: %s", feedback.id, describe_error("", exc)
+                    )
+                await asyncio.sleep(min(pause, max(deadline - time.monotonic(), 0)))
+                pause = min(pause * 2, 1.0)
+            log.error(
+                "Feedback %s could not be stored within %.0f s (%s)",
+                feedback.id,
+                FEEDBACK_DEADLINE_S,
+                describe_error("", failure) if failure else "its conversation was never stored",
+            )
+            if failure is not None:
+                raise failure
+            raise TimeoutError(f"the conversation {feedback.threadId} was not stored in time")
 
     layer = SupportDataLayer(
         conninfo=url,

@@ -16,10 +16,12 @@ by URL (PostgreSQL serialises a client's rate-limit check with an advisory lock)
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import time
+import weakref
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,14 @@ class SharedState:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # One check per client at a time in this process. Checks of one client are
+        # serialised in the database anyway (see PostgresSharedState); queueing them here
+        # keeps the waiting out of the connection pool. Without it, a busy key (every
+        # merchant behind one office address) held every pooled connection waiting for
+        # its lock, and conversation reads and saves timed out behind them.
+        self._client_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     async def close(self) -> None:
         """Close the connection pool."""
@@ -93,7 +103,13 @@ class SharedState:
             0 when admitted (and counted); otherwise the seconds until the oldest message
             of the window leaves it, when the client may send again.
         """
-        now = time.time() if now is None else now
+        lock = self._client_locks.get(client)
+        if lock is None:
+            lock = self._client_locks[client] = asyncio.Lock()
+        async with lock:
+            return await self._admit(client, limit, time.time() if now is None else now)
+
+    async def _admit(self, client: str, limit: int, now: float) -> float:
         since = now - RATE_WINDOW_S
         async with self.engine.begin() as conn:
             await self._lock_client(conn, client)

@@ -595,3 +595,70 @@ def test_feedback_and_gaps_with_an_unusable_database_exit_cleanly(command: str) 
     assert isinstance(result.exception, SystemExit)
     assert "Cannot use the chat database nonsense://" in result.output
     assert "Traceback" not in result.output
+
+
+async def test_feedback_waits_for_its_thread_and_not_for_a_busy_pool(
+    db: tuple[str, Path | None],
+) -> None:
+    # Under load Chainlit's background writes hold every connection of the data layer's
+    # pool, and a thumbs can arrive before the thread it rates is written. The feedback
+    # goes through the server's own pool and is acknowledged only once it is stored.
+    _use_chainlit_context()
+    from chainlit.types import Feedback
+    from sqlalchemy import text
+
+    from bot.persistence import make_engine
+
+    url, _ = db
+    await create_schema_async(url)
+    own = make_engine(url, 2)
+    layer = make_data_layer(url, pool_size=1, feedback_engine=own)
+    thread_id = str(uuid.uuid4())
+    held = []
+    try:
+        if not is_sqlite(url):
+            # Chainlit's pool (1 + 1 overflow) is taken by a backlog that outlasts the test.
+            held = [await layer.engine.connect() for _ in range(2)]
+
+        async def thread_written_later() -> None:
+            await asyncio.sleep(1.0)
+            async with own.begin() as conn:
+                await conn.execute(
+                    text('INSERT INTO threads ("id", "name") VALUES (:t, :n)'),
+                    {"t": thread_id, "n": "late"},
+                )
+
+        writer = asyncio.create_task(thread_written_later())
+        feedback_id = await layer.upsert_feedback(
+            Feedback(forId=str(uuid.uuid4()), threadId=thread_id, value=0, comment="late")
+        )
+        await writer
+        rows = await _rows(url, 'SELECT "id", "comment" FROM feedbacks')
+        assert rows == [(uuid.UUID(feedback_id) if not is_sqlite(url) else feedback_id, "late")]
+    finally:
+        for conn in held:
+            await conn.close()
+        await layer.close()
+        await own.dispose()
+
+
+async def test_feedback_whose_thread_never_comes_is_refused_not_acknowledged(
+    db: tuple[str, Path | None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bot.persistence
+
+    _use_chainlit_context()
+    from chainlit.types import Feedback
+
+    url, _ = db
+    await create_schema_async(url)
+    monkeypatch.setattr(bot.persistence, "FEEDBACK_DEADLINE_S", 1.0)
+    layer = make_data_layer(url)
+    try:
+        with pytest.raises(TimeoutError, match="was not stored in time"):
+            await layer.upsert_feedback(
+                Feedback(forId=str(uuid.uuid4()), threadId=str(uuid.uuid4()), value=1)
+            )
+    finally:
+        await layer.close()
+    assert await _rows(url, 'SELECT "id" FROM feedbacks') == []
