@@ -118,6 +118,12 @@ _shared: SharedState | None = None
 # Seconds a shared-state read or write may take before this replica carries on without
 # it (answers must not wait for a database that is gone).
 SHARED_STATE_TIMEOUT_S = 2.0
+# The same for a conversation's state: longer, because a conversation continued without
+# it answers the next follow-up out of context (measured: under a failover storm, reads
+# and saves of 0.5-2 s were cut off at 2 s and those follow-ups lost their context).
+CONVERSATION_TIMEOUT_S = 6.0
+# What _shared_call returns when the database did not answer (None can be an answer).
+UNAVAILABLE = object()
 
 
 def get_bot() -> SupportBot:
@@ -198,7 +204,13 @@ _serve_local_only()
 
 @cl.data_layer
 def _data_layer() -> Any:
-    layer = make_data_layer(SETTINGS.chat.database_url, SETTINGS.chat.database_pool_size)
+    # Feedback is written through this server's own pool (GUARD_STORE's), not behind
+    # Chainlit's backlog of step writes in the layer's pool.
+    layer = make_data_layer(
+        SETTINGS.chat.database_url,
+        SETTINGS.chat.database_pool_size,
+        feedback_engine=GUARD_STORE.engine,
+    )
     update_thread = layer.update_thread
     limit = SETTINGS.security.max_thread_name_chars
 
@@ -212,15 +224,20 @@ def _data_layer() -> Any:
     return layer
 
 
-async def _shared_call(what: str, call: Callable[[SharedState], Awaitable[Any]]) -> Any:
-    """A shared-state call, or None when the database is unavailable (logged)."""
+async def _shared_call(
+    what: str,
+    call: Callable[[SharedState], Awaitable[Any]],
+    timeout: float = SHARED_STATE_TIMEOUT_S,
+    unavailable: Any = None,
+) -> Any:
+    """A shared-state call, or ``unavailable`` when the database is not there (logged)."""
     if _shared is None:
-        return None
+        return unavailable
     try:
-        return await asyncio.wait_for(call(_shared), SHARED_STATE_TIMEOUT_S)
+        return await asyncio.wait_for(call(_shared), timeout)
     except Exception as exc:  # noqa: BLE001 - the chat goes on without the database
         log.warning("Shared state unavailable (%s): %s", what, describe_error("", exc))
-        return None
+        return unavailable
 
 
 if AGENT_MODE:
@@ -325,11 +342,27 @@ async def _owns_thread(request: GuardRequest, thread_id: str, session_id: object
         candidates = [ws_sessions_id.get(session_id)]
     else:
         candidates = list(ws_sessions_id.values())
-    return any(
+    if any(
         s is not None
         and (s.thread_id == thread_id or thread_id in _earlier_threads(s))
         and _session_is_callers(s, request)
         for s in candidates
+    ):
+        return True
+    if not isinstance(session_id, str):
+        return False
+    # The session is not (yet) on this server: its replica died and the thumbs came here
+    # before the tab reconnected. The stored conversation vouches for its threads, by the
+    # same rule as a live session: the caller names the session and has its address.
+    stored = await _shared_call(
+        "reading the conversation",
+        lambda shared: shared.load_conversation(session_id),
+        CONVERSATION_TIMEOUT_S,
+    )
+    return (
+        isinstance(stored, dict)
+        and thread_id in _thread_list(stored.get("threads"))
+        and stored.get("address") == request.client
     )
 
 
@@ -346,6 +379,45 @@ def _earlier_threads(session: WebsocketSession) -> list[str]:
     return earlier if isinstance(earlier, list) else []
 
 
+RATEABLE = "rateable"
+# Answers (run steps) of a conversation remembered with it, newest last.
+MAX_RATEABLE = 40
+
+
+def _rateable_list(value: object) -> list[list[str]]:
+    """[step id, thread id] pairs as stored with a conversation: newest last, bounded."""
+    if not isinstance(value, list):
+        return []
+    pairs = [
+        [p[0], p[1]]
+        for p in value
+        if isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
+    ]
+    return pairs[-MAX_RATEABLE:]
+
+
+async def _stored_rateable_thread(
+    request: GuardRequest, step_id: object, session_id: object
+) -> str | None:
+    """The thread of an answer the stored conversation says this session was sent.
+
+    For a thumbs that reaches this server while the session is elsewhere or gone (its
+    replica died; the tab has not reconnected yet), when Chainlit's background write of
+    the answer's step is late or was lost with the replica. Same rule as a live session:
+    the caller names the session and has its address. Merchant instance only.
+    """
+    if AGENT_MODE or not isinstance(session_id, str) or not isinstance(step_id, str):
+        return None
+    stored = await _shared_call(
+        "reading the conversation",
+        lambda shared: shared.load_conversation(session_id),
+        CONVERSATION_TIMEOUT_S,
+    )
+    if not isinstance(stored, dict) or stored.get("address") != request.client:
+        return None
+    return next((t for s, t in _rateable_list(stored.get(RATEABLE)) if s == step_id), None)
+
+
 async def _rateable_thread(
     request: GuardRequest, step_id: object, session_id: object
 ) -> str | None:
@@ -357,6 +429,8 @@ async def _rateable_thread(
         and _session_is_callers(session, request)
     ):
         return session.thread_id
+    if thread := await _stored_rateable_thread(request, step_id, session_id):
+        return thread
     # An older step (a resumed conversation): ask the database.
     thread = await _step_thread(step_id)
     if thread is None or not await _owns_thread(request, thread, session_id):
@@ -575,43 +649,92 @@ def _history() -> list[Turn]:
     return render.turns_from_session(cl.user_session.get("history"))
 
 
-async def _set_history(turns: list[Turn]) -> None:
-    """Keep the follow-up state in this session and in the database for other replicas."""
+async def _set_history(turns: list[Turn], answered_in: str | None = None) -> None:
+    """Keep the follow-up state in this session and in the database for other replicas.
+
+    Args:
+        turns: The conversation's history.
+        answered_in: The run step the new answer goes out in (what the thumbs rate).
+    """
     history = render.turns_to_session(turns)
     cl.user_session.set("history", history)
     session = cl.context.session
     threads = [*(cl.user_session.get(EARLIER_THREADS) or []), session.thread_id]
+    rateable = cl.user_session.get(RATEABLE) or []
+    if answered_in:
+        rateable = _rateable_list([*rateable, [answered_in, session.thread_id]])
+        cl.user_session.set(RATEABLE, rateable)
     state = {
         "history": history,
         "chat_settings": cl.user_session.get("chat_settings") or {},
         # Every thread of this conversation, newest last (see _earlier_threads).
         "threads": _thread_list(threads),
+        # Who opened it, and which answers it was sent (see _stored_rateable_thread): a
+        # thumbs may reach another replica before the tab does.
+        "address": _client_address(session),
+        RATEABLE: rateable,
     }
     await _shared_call(
         "saving the conversation",
         lambda shared: shared.save_conversation(session.id, session.thread_id, state),
+        CONVERSATION_TIMEOUT_S,
     )
+
+
+# Set when the stored conversation could not be read at chat start; read again before
+# the next answer (see _continue_conversation).
+CONVERSATION_UNREAD = "conversation_unread"
+
+
+async def _read_conversation() -> Any:
+    """The stored state of this conversation, None, or UNAVAILABLE."""
+    session_id = cl.context.session.id
+    return await _shared_call(
+        "reading the conversation",
+        lambda shared: shared.load_conversation(session_id),
+        CONVERSATION_TIMEOUT_S,
+        unavailable=UNAVAILABLE,
+    )
+
+
+async def _restore(stored: dict[str, Any]) -> None:
+    cl.user_session.set(
+        "history", render.turns_to_session(render.turns_from_session(stored.get("history")))
+    )
+    cl.user_session.set(EARLIER_THREADS, _thread_list(stored.get("threads")))
+    cl.user_session.set(RATEABLE, _rateable_list(stored.get(RATEABLE)))
+    await _send_settings(stored.get("chat_settings") or {})
 
 
 @cl.on_chat_start
 async def _chat_start() -> None:
     # After a failover the browser reconnects to another replica with the same session
     # id: continue the conversation (history and filters) from the database.
-    session_id = cl.context.session.id
-    stored = await _shared_call(
-        "reading the conversation", lambda shared: shared.load_conversation(session_id)
-    )
-    if stored:
-        cl.user_session.set(
-            "history", render.turns_to_session(render.turns_from_session(stored.get("history")))
-        )
-        cl.user_session.set(EARLIER_THREADS, _thread_list(stored.get("threads")))
-        await _send_settings(stored.get("chat_settings") or {})
+    stored = await _read_conversation()
+    if isinstance(stored, dict):
+        await _restore(stored)
         return
     cl.user_session.set("history", [])
+    cl.user_session.set(CONVERSATION_UNREAD, stored is UNAVAILABLE)
     await _send_settings()
-    if cl.context.session.client_type == "copilot":
+    if cl.context.session.client_type == "copilot" and stored is not UNAVAILABLE:
         await _greet_in_widget()
+
+
+async def _continue_conversation() -> None:
+    """Read the stored conversation now if it could not be read at chat start.
+
+    Answering a follow-up without it would answer out of context; a database still gone
+    leaves the conversation as it is (answers go on), and the next message tries again.
+    """
+    if not cl.user_session.get(CONVERSATION_UNREAD):
+        return
+    stored = await _read_conversation()
+    if stored is UNAVAILABLE:
+        return
+    cl.user_session.set(CONVERSATION_UNREAD, False)
+    if isinstance(stored, dict) and not cl.user_session.get("history"):
+        await _restore(stored)
 
 
 async def _greet_in_widget() -> None:
@@ -812,6 +935,7 @@ def _handoff_action(answer_metadata: dict | None = None) -> cl.Action:
 
 async def _answer(question: str) -> None:
     support_bot = await bot()
+    await _continue_conversation()
     history = _history()
     filters = render.filters_from_settings(
         cl.user_session.get("chat_settings"), support_bot.systems()
@@ -824,7 +948,8 @@ async def _answer(question: str) -> None:
         )
     # Stored before it is shown: whatever answer the merchant saw, a replica taking over
     # after a crash continues from it.
-    await _set_history(render.add_turns(history, question, answer))
+    run = cl.context.current_step.id if cl.context.current_step else None
+    await _set_history(render.add_turns(history, question, answer), answered_in=run)
     await _stream(rendered, [_handoff_action(rendered.metadata)])
     cl.user_session.set("last_answer", rendered.metadata)
     await _title_thread(question, answer.citations)

@@ -300,11 +300,24 @@ def test_a_follow_up_after_failover_is_answered_in_context_by_the_other_replica(
 ) -> None:
     first, second = replicas
 
-    async def go() -> tuple[Exchange, Exchange, Exchange, str, str]:
+    async def go() -> tuple[Exchange, Exchange, Exchange, str, str, str]:
         async with ChatSession(first.url) as tab:
             asked = await tab.ask(_exchange(0, CODE_QUESTION))
             feedback_id = await tab.feedback(asked, 0, "did not help")
-            # The replica is gone for this tab: the browser reconnects elsewhere.
+            # The replica is gone for this tab. A thumbs may reach the other one before the
+            # tab has reconnected: the stored conversation vouches for the thread...
+            tab.url = second.url
+            early_id = await tab.feedback(asked, 1, "rated before reconnecting")
+            # ...to its own address only.
+            body = {
+                "feedback": {"forId": asked.run_id, "threadId": asked.thread_id, "value": 0},
+                "sessionId": tab.session_id,
+            }
+            async with httpx.AsyncClient(base_url=second.url, timeout=30) as http:
+                elsewhere = await http.put(
+                    "/feedback", json=body, headers={"X-Forwarded-For": "203.0.113.77"}
+                )
+            assert elsewhere.status_code == 403
             await tab.reconnect(second.url)
             follow_up = await tab.ask(_exchange(1, FOLLOW_UP))
             # The answer the first replica gave can still be rated on the second.
@@ -315,9 +328,9 @@ def test_a_follow_up_after_failover_is_answered_in_context_by_the_other_replica(
             # ...and a stranger on the second replica may not rate that answer.
             with pytest.raises(RuntimeError, match="403"):
                 await fresh.feedback(asked, 0, "not mine")
-        return asked, follow_up, alone, feedback_id, later_id
+        return asked, follow_up, alone, feedback_id, later_id, early_id
 
-    asked, follow_up, alone, feedback_id, later_id = asyncio.run(go())
+    asked, follow_up, alone, feedback_id, later_id, early_id = asyncio.run(go())
     assert asked.error is None
     assert code_source in asked.sources
     assert follow_up.error is None, follow_up.error
@@ -327,6 +340,7 @@ def test_a_follow_up_after_failover_is_answered_in_context_by_the_other_replica(
     rows = {r["feedback_id"]: r for r in fetch_feedback(first.database_url)}
     assert rows[feedback_id]["comment"] == "did not help"
     assert rows[later_id]["comment"] == "rated after the failover"
+    assert rows[early_id]["comment"] == "rated before reconnecting"
 
 
 @pytest.mark.model
@@ -480,6 +494,51 @@ def test_losing_the_database_mid_run_keeps_answers_and_refuses_feedback_openly(
         assert {out["ack"], out["after_ack"]} <= stored
         assert "Feedback" in server.log.read_text()
         assert "could not be stored" in server.log.read_text()
+    finally:
+        stop_postgres(pg)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.model
+def test_a_conversation_unreadable_at_failover_is_read_before_the_next_answer(
+    tmp_path_factory: pytest.TempPathFactory, index_dir: Path, code_source: str
+) -> None:
+    # The replica a tab fails over to cannot read the stored conversation when the tab
+    # arrives (the database is away, or too slow under the load of every session moving
+    # at once); it reads it again before answering, so the follow-up stays in context.
+    import shutil
+    import tempfile
+
+    from bot.cluster import start_postgres, stop_postgres
+
+    root = Path(tempfile.mkdtemp(prefix="supportbot-pg-unread-"))
+    pg = start_postgres(root)
+    env = {"SUPPORTBOT_CHAT__AGENT_PROFILE": "false"}
+    tmp = tmp_path_factory.mktemp("unread")
+    try:
+        url = pg.create_database("unread")
+        first = _spawn(tmp, index_dir, env, "first.log", database_url=url)
+        second = None
+        try:
+            second = _spawn(tmp, index_dir, env, "second.log", database_url=url)
+
+            async def go() -> Exchange:
+                async with ChatSession(first.url) as tab:
+                    asked = await tab.ask(_exchange(0, CODE_QUESTION))
+                    assert code_source in asked.sources
+                    stop_postgres(pg)
+                    await tab.reconnect(second.url)  # the conversation cannot be read now
+                    start_postgres(root, pg.port)
+                    return await tab.ask(_exchange(1, FOLLOW_UP))
+
+            follow_up = asyncio.run(go())
+        finally:
+            _stop(first)
+            if second is not None:
+                _stop(second)
+        assert "Shared state unavailable (reading the conversation)" in second.log.read_text()
+        assert follow_up.error is None, follow_up.error
+        assert code_source in follow_up.sources, follow_up.answer
     finally:
         stop_postgres(pg)
         shutil.rmtree(root, ignore_errors=True)
