@@ -10,7 +10,13 @@ SIGKILLs one replica (after ``--kill-at`` of the answers) and publishes a re-ing
 corpus with one new FAQ entry (after ``--reingest-at``). A session whose socket drops
 reconnects through nginx with the same session id, asks "how do I fix it?" and checks
 that the answer cites one of the entries its last answer cited (the conversation went
-on in context), then carries on. At the end every acknowledged feedback id is looked up in
+on in context), then carries on. Like with like: the conversation state the other
+replica continued from is read from the database before the follow-up, and the same
+questions are asked again in a fresh conversation that never fails over, followed by the
+same follow-up; its sources are what "answered in context" means. Whether that stored
+state is the conversation as the merchant saw it is reported apart (the question whose
+answer the killed replica never delivered may already be in it, and a save that timed
+out would leave turns out). At the end every acknowledged feedback id is looked up in
 the database, and every surviving replica is asked the new entry's question.
 
 Prints (and writes with ``--json``): answers, errors, p50/p95 latency, failover time
@@ -50,6 +56,7 @@ Q: How do I sync gift cards to Fortnox?
 A: Gift cards are booked as a liability on account 2420 until they are redeemed.
 """
 NEW_MARKER = "2420"
+CONTROLS_AT_ONCE = 3
 
 
 @dataclass
@@ -63,10 +70,18 @@ class BenchResult:
     follow_ups_answered: int = 0
     follow_ups_as_without_failover: int = 0
     follow_ups: int = 0
+    # The stored conversation the other replica continued from, against what the merchant
+    # saw: "as seen", "with the unanswered question", "turns missing", "none stored".
+    stored_state: dict[str, int] = field(default_factory=dict)
+    # Follow-ups whose sources differ from the fresh conversation's, by stored_state kind.
+    follow_ups_differing: dict[str, int] = field(default_factory=dict)
+    # Warnings in the replicas' logs that bear on the figures (database waits, failures).
+    log_warnings: dict[str, int] = field(default_factory=dict)
     acknowledged: list[str] = field(default_factory=list)
     missing_feedback: int = 0
     feedback_without_answer: int = 0
     feedback_refused: dict[str, int] = field(default_factory=dict)
+    refusal_details: list[str] = field(default_factory=list)
     reload_s: dict[str, float | None] = field(default_factory=dict)
     answered: int = 0
     wall_s: float = 0.0
@@ -88,11 +103,14 @@ class BenchResult:
             "follow_ups_as_without_failover": (
                 f"{self.follow_ups_as_without_failover}/{self.follow_ups}"
             ),
+            "stored_state_after_failover": self.stored_state,
+            "follow_ups_differing_by_stored_state": self.follow_ups_differing,
             "feedback_acknowledged": len(self.acknowledged),
             "feedback_missing": self.missing_feedback,
             "feedback_stored_but_answer_lost": self.feedback_without_answer,
             "feedback_refused": self.feedback_refused,
             "reload_s": self.reload_s,
+            "replica_log_warnings": self.log_warnings,
             "wall_s": round(self.wall_s, 1),
         }
 
@@ -100,13 +118,20 @@ class BenchResult:
 class Run:
     """One benchmark run against a cluster."""
 
-    def __init__(self, url: str, questions: list[str], per_session: int, total: int) -> None:
+    def __init__(
+        self, url: str, questions: list[str], per_session: int, total: int, database_url: str
+    ) -> None:
         self.url = url
+        self.database_url = database_url
         self.questions = questions
         self.per_session = per_session
         self.total = total
         self.result = BenchResult()
         self.progress = asyncio.Event()
+        # The control conversations replay whole histories right when the surviving
+        # replica takes over every session: a few at a time, so that they do not add to
+        # the storm they are measuring (the follow-up is timed before its control runs).
+        self.controls = asyncio.Semaphore(CONTROLS_AT_ONCE)
 
     async def _ask(self, tab: ChatSession, question: str, n: int) -> Exchange:
         exchange = await tab.ask(Exchange(tab.number, n, question, str(uuid.uuid4())))
@@ -125,19 +150,35 @@ class Run:
                     raise SessionLost(f"could not reconnect: {exc}") from exc
                 await asyncio.sleep(0.5)
 
-    async def _control(self, question: str) -> list[str]:
-        """The sources of the follow-up in a conversation that never failed over."""
-        async with ChatSession(self.url, number=-1) as tab:
-            await self._ask(tab, question, 0)
-            return (await self._ask(tab, FOLLOW_UP, 1)).sources
+    async def _control(self, questions: list[str], address: str) -> list[str]:
+        """Sources of the follow-up after ``questions``, in a conversation never failed over."""
+        async with self.controls, ChatSession(self.url, number=-1, local_address=address) as tab:
+            for n, question in enumerate(questions):
+                await self._ask(tab, question, n)
+            return (await self._ask(tab, FOLLOW_UP, len(questions))).sources
+
+    async def _stored_questions(self, session_id: str) -> list[str] | None:
+        """The questions in a conversation's stored state (what a replica continues)."""
+        from bot.persistence import _query
+
+        sql = 'SELECT "state" FROM supportbot_conversations WHERE "session_id" = :sid'
+        rows = await _query(self.database_url, sql, {"sid": session_id})
+        if not rows:
+            return None
+        history = json.loads(rows[0]["state"]).get("history") or []
+        return [str(t.get("content")) for t in history if t.get("role") == "user"]
+
+    def _count(self, counts: dict[str, int], key: str) -> None:
+        counts[key] = counts.get(key, 0) + 1
 
     async def session(self, number: int, delay: float) -> None:
         """One tab: questions in order, feedback on each, reconnect on a drop."""
         await asyncio.sleep(delay)
-        tab = ChatSession(self.url, number=number)
+        tab = ChatSession(self.url, number=number, local_address=client_address(number))
         rng = random.Random(number)
         last_sources: list[str] = []
-        last_question: str | None = None
+        # The questions this merchant saw answered, follow-ups included, in order.
+        seen: list[str] = []
         try:
             await self._reconnect(tab)
             n = 0
@@ -149,24 +190,35 @@ class Run:
                     lost = time.monotonic()
                     log.info("session %d lost its socket (%s); reconnecting", number, exc)
                     await self._reconnect(tab)
+                    stored = await self._stored_questions(tab.session_id)
+                    kind = _state_kind(stored, seen, question)
+                    self._count(self.result.stored_state, kind)
                     follow = await self._ask(tab, FOLLOW_UP, n)
                     self.result.failovers.append(time.monotonic() - lost)
                     self.result.follow_ups += 1
                     self.result.follow_ups_answered += bool(follow.sources)
                     if set(last_sources) & set(follow.sources):
                         self.result.follow_ups_in_context += 1
-                    if last_question is not None:
-                        control = await self._control(last_question)
-                        self.result.follow_ups_as_without_failover += control == follow.sources
+                    control = await self._control(stored or [], tab.local_address or "")
+                    if control == follow.sources:
+                        self.result.follow_ups_as_without_failover += 1
+                    else:
+                        self._count(self.result.follow_ups_differing, kind)
+                    seen.append(FOLLOW_UP)
+                    last_sources = follow.sources
                     continue
                 self.result.latencies.append(exchange.latency_s or 0.0)
                 self.result.answered += 1
                 last_sources = exchange.sources
-                last_question = question
+                seen.append(question)
                 try:
                     self.result.acknowledged.append(await tab.feedback(exchange, n % 2))
                 except Exception as exc:  # noqa: BLE001 - refused openly: counted, not an error
-                    reason = str(exc)[:60]
+                    reason = f"{type(exc).__name__}: {exc}"[:80]
+                    self.result.refusal_details.append(
+                        f"session {number} q{n} after {len(seen) - n - 1} failovers "
+                        f"(session {tab.session_id}): {exc}"[:300]
+                    )
                     self.result.feedback_refused[reason] = (
                         self.result.feedback_refused.get(reason, 0) + 1
                     )
@@ -176,6 +228,50 @@ class Run:
             self.result.errors.append(f"session {number}: {type(exc).__name__}: {exc}")
         finally:
             await tab.close()
+
+
+def client_address(number: int) -> str:
+    """The loopback address session ``number`` connects from: one merchant, one address.
+
+    nginx passes it on as X-Real-IP, so each session has its own per-address rate limit,
+    as merchants in different offices do (all of 127.0.0.0/8 is this machine).
+    """
+    return f"127.1.{number // 250}.{number % 250 + 1}"
+
+
+def _state_kind(stored: list[str] | None, seen: list[str], unanswered: str) -> str:
+    """How a stored conversation compares with what its merchant saw answered.
+
+    The state holds the last :data:`bot.chat_render.MAX_HISTORY_TURNS` turns, so the
+    comparison is on the newest questions.
+    """
+    if stored is None:
+        return "none stored"
+    if not stored:
+        return "as seen" if not seen else "turns missing"
+    if seen[-len(stored) :] == stored:
+        return "as seen"
+    if [*seen, unanswered][-len(stored) :] == stored:
+        return "with the unanswered question"
+    return "turns missing"
+
+
+def _log_warnings(root: Path) -> dict[str, int]:
+    """Counts of the replica log lines that bear on the figures."""
+    patterns = {
+        "conversation not saved (database slow or gone)": "unavailable (saving the conversation)",
+        "conversation not read (database slow or gone)": "unavailable (reading the conversation)",
+        "rate limit fell back to the process": "unavailable (rate limit)",
+        "feedback not stored (refused)": "could not be stored",
+        "connection pool exhausted": "QueuePool limit",
+        "answering failed": "Answering failed",
+    }
+    counts = dict.fromkeys(patterns, 0)
+    for log_file in sorted(root.glob("replica-*.log")):
+        text = log_file.read_text(encoding="utf-8", errors="replace")
+        for name, pattern in patterns.items():
+            counts[name] += text.count(pattern)
+    return {k: v for k, v in counts.items() if v}
 
 
 async def _wait_for_answers(run: Run, count: int) -> None:
@@ -218,7 +314,7 @@ def _reingest(database_url: str, work: Path) -> None:
 async def run_bench(args: argparse.Namespace, state: Any, work: Path) -> BenchResult:
     """Drive the cluster described by ``state`` and return the figures."""
     total = args.sessions * args.questions
-    run = Run(state.url, load_questions(), args.questions, total)
+    run = Run(state.url, load_questions(), args.questions, total, state.database_url)
     started = time.monotonic()
     tasks = [
         asyncio.create_task(run.session(n, args.ramp_up * n / max(args.sessions, 1)))
@@ -253,6 +349,7 @@ async def run_bench(args: argparse.Namespace, state: Any, work: Path) -> BenchRe
     acked = set(run.result.acknowledged)
     run.result.missing_feedback = len(acked - stored)
     run.result.feedback_without_answer = len((acked & stored) - shown)
+    run.result.log_warnings = _log_warnings(Path(state.root))
     return run.result
 
 
@@ -300,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reingest-at", type=float, default=0.5, help="Share of answers.")
     parser.add_argument("--reload-bound", type=float, default=30.0, help="Seconds.")
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--pool-size", type=int, default=20, help="Per replica.")
+    parser.add_argument("--keep-logs", type=Path, default=None, help="Copy replica logs here.")
+    parser.add_argument("--pool-size", type=int, default=None, help="Per replica.")
     parser.add_argument(
         "--startup",
         type=int,
@@ -325,22 +423,28 @@ def main(argv: list[str] | None = None) -> int:
     env = {
         "SUPPORTBOT_INDEX__RELOAD_INTERVAL_S": "1",
         "SUPPORTBOT_CHAT__RATE_LIMIT_PER_MINUTE": "1000",
-        "SUPPORTBOT_CHAT__RATE_LIMIT_PER_ADDRESS_PER_MINUTE": "1000000",
-        # A surviving replica carries every session: 5 connections (the default) run out.
-        "SUPPORTBOT_CHAT__DATABASE_POOL_SIZE": str(args.pool_size),
+        # Warnings (a conversation not saved, feedback refused) are counted from the logs.
+        "SUPPORTBOT_LOG_LEVEL": "WARNING",
     }
+    if args.pool_size is not None:
+        env["SUPPORTBOT_CHAT__DATABASE_POOL_SIZE"] = str(args.pool_size)
     state = cluster_up(work / "cluster", args.replicas, free_port(), extra_env=env)
     try:
         result = asyncio.run(run_bench(args, state, work))
     finally:
         cluster_down(work / "cluster")
+        if args.keep_logs:
+            args.keep_logs.mkdir(parents=True, exist_ok=True)
+            for log_file in (work / "cluster").glob("replica-*.log"):
+                shutil.copy(log_file, args.keep_logs / log_file.name)
         shutil.rmtree(work, ignore_errors=True)
-    summary = result.summary()
+    summary = {**result.summary(), "load_average": [round(x, 1) for x in os.getloadavg()]}
     print(json.dumps(summary, indent=1))
     for error in result.errors[:20]:
         print(error, file=sys.stderr)
     if args.json:
-        args.json.write_text(json.dumps({**summary, "errors": result.errors}, indent=1))
+        details = {"errors": result.errors, "feedback_refusals": result.refusal_details}
+        args.json.write_text(json.dumps({**summary, **details}, indent=1))
     late = any(s is None or s > args.reload_bound for s in result.reload_s.values())
     return 1 if result.errors or result.missing_feedback or late else 0
 

@@ -250,9 +250,12 @@ class ChatSession:
         http_timeout: float = HTTP_TIMEOUT_S,
         client_type: str = "webapp",
         sticky_cookie: bool = True,
+        local_address: str | None = None,
     ) -> None:
         # client_type="copilot" with sticky_cookie=False is the widget embedded on another
-        # site, whose browser does not keep the session cookie.
+        # site, whose browser does not keep the session cookie. local_address: connect from
+        # this (loopback) address, so that behind nginx each tab is a client of its own.
+        self.local_address = local_address
         self.url = url.rstrip("/")
         self.client_type = client_type
         self.sticky_cookie = sticky_cookie
@@ -294,7 +297,10 @@ class ChatSession:
         # unsafe=True: aiohttp's jar otherwise ignores cookies set by an IP address host.
         jar = aiohttp.CookieJar(unsafe=True)
         timeout = aiohttp.ClientTimeout(total=self.http_timeout)
-        self._http = aiohttp.ClientSession(cookie_jar=jar, timeout=timeout)
+        connector = (
+            aiohttp.TCPConnector(local_addr=(self.local_address, 0)) if self.local_address else None
+        )
+        self._http = aiohttp.ClientSession(cookie_jar=jar, timeout=timeout, connector=connector)
         if self._cookies:
             jar.update_cookies(self._cookies, response_url=URL(self.url))
         if self.sticky_cookie:
