@@ -983,7 +983,7 @@ def rate_limit(times: Sequence[float], now: float, per_minute: int) -> tuple[flo
 def client_address(
     peer: str | None, headers: Mapping[str, str], trusted_proxies: Sequence[str]
 ) -> str:
-    """The client's address for the rate limit: a trusted proxy's header, else the peer.
+    """The client's address for all per-client keys: a trusted proxy's header, else the peer.
 
     Args:
         peer: The address of the direct peer (the proxy, behind nginx).

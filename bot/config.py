@@ -261,8 +261,9 @@ class ChatSettings(BaseModel):
         ge=1,
         le=100,
         description=(
-            "Connections each chat server keeps open to PostgreSQL (as many again under "
-            "bursts); mind the server's max_connections times the number of replicas."
+            "Connections in each of a chat server's two PostgreSQL pools (Chainlit's history; "
+            "the server's own state, limits and feedback), as many again under bursts: up to "
+            "4 x this per replica, within the server's max_connections."
         ),
     )
     rate_limit_per_minute: int = Field(
