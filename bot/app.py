@@ -349,21 +349,36 @@ async def _owns_thread(request: GuardRequest, thread_id: str, session_id: object
         for s in candidates
     ):
         return True
-    if not isinstance(session_id, str):
-        return False
     # The session is not (yet) on this server: its replica died and the thumbs came here
-    # before the tab reconnected. The stored conversation vouches for its threads, by the
-    # same rule as a live session: the caller names the session and has its address.
+    # before the tab reconnected. The stored conversation vouches for its threads.
+    stored = await _callers_stored_conversation(request, session_id)
+    return stored is not None and thread_id in _thread_list(stored.get("threads"))
+
+
+async def _callers_stored_conversation(
+    request: GuardRequest, session_id: object
+) -> dict[str, Any] | None:
+    """The stored state of the caller's conversation, if it may stand for a live session.
+
+    By the same rule as a live session: the caller names the session and has the address
+    that opened it, and the conversation was active within the time a dropped session is
+    kept for a reconnect (``SUPPORTBOT_SECURITY__SESSION_TIMEOUT_S``). Merchant instance.
+    """
+    if AGENT_MODE or not isinstance(session_id, str):
+        return None
     stored = await _shared_call(
         "reading the conversation",
         lambda shared: shared.load_conversation(session_id),
         CONVERSATION_TIMEOUT_S,
     )
-    return (
-        isinstance(stored, dict)
-        and thread_id in _thread_list(stored.get("threads"))
-        and stored.get("address") == request.client
-    )
+    if not isinstance(stored, dict) or stored.get("address") != request.client:
+        return None
+    saved_at = stored.get("saved_at")
+    if not isinstance(saved_at, int | float):
+        return None
+    if time.time() - saved_at > SETTINGS.security.session_timeout_s:
+        return None
+    return stored
 
 
 def _earlier_threads(session: WebsocketSession) -> list[str]:
@@ -404,16 +419,10 @@ async def _stored_rateable_thread(
     For a thumbs that reaches this server while the session is elsewhere or gone (its
     replica died; the tab has not reconnected yet), when Chainlit's background write of
     the answer's step is late or was lost with the replica. Same rule as a live session:
-    the caller names the session and has its address. Merchant instance only.
+    the caller names the session and has its address (:func:`_callers_stored_conversation`).
     """
-    if AGENT_MODE or not isinstance(session_id, str) or not isinstance(step_id, str):
-        return None
-    stored = await _shared_call(
-        "reading the conversation",
-        lambda shared: shared.load_conversation(session_id),
-        CONVERSATION_TIMEOUT_S,
-    )
-    if not isinstance(stored, dict) or stored.get("address") != request.client:
+    stored = await _callers_stored_conversation(request, session_id)
+    if stored is None:
         return None
     return next((t for s, t in _rateable_list(stored.get(RATEABLE)) if s == step_id), None)
 
@@ -673,6 +682,7 @@ async def _set_history(turns: list[Turn], answered_in: str | None = None) -> Non
         # thumbs may reach another replica before the tab does.
         "address": _client_address(session),
         RATEABLE: rateable,
+        "saved_at": time.time(),
     }
     await _shared_call(
         "saving the conversation",
