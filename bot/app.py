@@ -957,7 +957,8 @@ async def _answer(question: str) -> None:
             f"{rendered.content}\n\n{notice}", rendered.elements, rendered.metadata
         )
     # Stored before it is shown: whatever answer the merchant saw, a replica taking over
-    # after a crash continues from it.
+    # after a crash continues from it (a crash between the two leaves this question in it,
+    # the last one the merchant asked, though its answer never arrived).
     run = cl.context.current_step.id if cl.context.current_step else None
     await _set_history(render.add_turns(history, question, answer), answered_in=run)
     await _stream(rendered, [_handoff_action(rendered.metadata)])
