@@ -523,24 +523,35 @@ def _install_guard() -> None:
     chainlit_connect = handlers["connect"]
     chainlit_message = handlers["client_message"]
 
+    # One connect at a time. Chainlit 2.12 builds a session's config with a re-entrant
+    # run_until_complete (nest_asyncio) inside its connect handler, so connects arriving
+    # together ran inside each other until RecursionError (every tab of a failed replica
+    # reconnecting to the survivor: 25-30 a run). A crashed handler also left its socket
+    # "connected", and that tab's retry was then given a new session id it never learnt:
+    # its follow-up lost the conversation and every later thumbs was refused. Queued
+    # here, each connect nests at most once; each takes milliseconds.
+    one_at_a_time = asyncio.Lock()
+
     async def connect(sid: str, environ: dict, auth: Any) -> Any:
         if not isinstance(auth, dict) or not isinstance(auth.get("clientType"), str):
             raise ConnectionRefusedError("The chat could not start; please reload the page.")
         auth = dict(auth)
         if not isinstance(auth.get("sessionId"), str):
             auth["sessionId"] = str(uuid.uuid4())
-        if not AGENT_MODE:
-            # Anonymous clients prove nothing: a thread id they name is not theirs to write
-            # into, and a session id is theirs only to resume their own dropped session.
-            auth["threadId"] = None
-            existing = WebsocketSession.get_by_id(auth["sessionId"])
-            address = client_of(environ.get("asgi.scope"), TRUSTED_PROXIES)
-            if existing is not None and (
-                sio.manager.is_connected(existing.socket_id, "/")
-                or _client_address(existing) != address
-            ):
-                auth["sessionId"] = str(uuid.uuid4())
-        return await chainlit_connect(sid, environ, auth)
+        async with one_at_a_time:
+            if not AGENT_MODE:
+                # Anonymous clients prove nothing: a thread id they name is not theirs to
+                # write into, and a session id is theirs only to resume their own dropped
+                # session.
+                auth["threadId"] = None
+                existing = WebsocketSession.get_by_id(auth["sessionId"])
+                address = client_of(environ.get("asgi.scope"), TRUSTED_PROXIES)
+                if existing is not None and (
+                    sio.manager.is_connected(existing.socket_id, "/")
+                    or _client_address(existing) != address
+                ):
+                    auth["sessionId"] = str(uuid.uuid4())
+            return await chainlit_connect(sid, environ, auth)
 
     connect.__wrapped_by_guard__ = True  # type: ignore[attr-defined]
 

@@ -28,11 +28,11 @@ Rate-limited replies are counted as errors (``rate_limited`` in the result).
 (``chainlit/session.py`` ``get_config``, made re-entrant by ``nest_asyncio``) whenever
 the tab names a chat profile and the app has ``@cl.set_chat_profiles``, which is
 always the case for a browser on this app (it waits for the default profile before it
-connects). Connects arriving together nest inside each other, about 37 stack frames
-each; from roughly 25-30 at once the server hits ``RecursionError`` and drops the
-surplus connections (client: "Unexpected connection error" or "transport error").
-The default ``--ramp-up 0`` opens every session at once and shows this; a few seconds
-of ramp-up measures steady-state latency instead.
+connects). Connects arriving together nested inside each other, about 37 stack frames
+each, and from roughly 25-30 at once the server hit ``RecursionError`` and dropped the
+surplus connections (client: "Unexpected connection error"). ``bot/app.py`` now runs
+connects one at a time, so a burst (``--ramp-up 0``) connects every tab; a few seconds
+of ramp-up still measures steady-state latency rather than the burst.
 
 The protocol, as Chainlit 2.12's frontend speaks it (``chainlit/socket.py``,
 ``chainlit/server.py``, ``libs/react-client``):
