@@ -69,6 +69,7 @@ class BenchResult:
     follow_ups_in_context: int = 0
     follow_ups_answered: int = 0
     follow_ups_as_without_failover: int = 0
+    follow_ups_same_entries_reordered: int = 0
     follow_ups: int = 0
     # The stored conversation the other replica continued from, against what the merchant
     # saw: "as seen", "with the unanswered question", "turns missing", "none stored".
@@ -82,6 +83,7 @@ class BenchResult:
     feedback_without_answer: int = 0
     feedback_refused: dict[str, int] = field(default_factory=dict)
     refusal_details: list[str] = field(default_factory=list)
+    differing_details: list[dict[str, Any]] = field(default_factory=list)
     reload_s: dict[str, float | None] = field(default_factory=dict)
     answered: int = 0
     wall_s: float = 0.0
@@ -102,6 +104,9 @@ class BenchResult:
             # its follow-up gets are what "answered in context" means.
             "follow_ups_as_without_failover": (
                 f"{self.follow_ups_as_without_failover}/{self.follow_ups}"
+            ),
+            "follow_ups_same_entries_in_another_order": (
+                f"{self.follow_ups_same_entries_reordered}/{self.follow_ups}"
             ),
             "stored_state_after_failover": self.stored_state,
             "follow_ups_differing_by_stored_state": self.follow_ups_differing,
@@ -202,8 +207,23 @@ class Run:
                     control = await self._control(stored or [], tab.local_address or "")
                     if control == follow.sources:
                         self.result.follow_ups_as_without_failover += 1
+                    elif sorted(control) == sorted(follow.sources):
+                        # The same entries; only the order of equally close suggestions
+                        # differs between replica processes (see README).
+                        self.result.follow_ups_same_entries_reordered += 1
                     else:
                         self._count(self.result.follow_ups_differing, kind)
+                        self.result.differing_details.append(
+                            {
+                                "session": number,
+                                "session_id": tab.session_id,
+                                "seen": seen[-6:],
+                                "unanswered": question,
+                                "stored": stored,
+                                "follow_up": follow.sources,
+                                "control": control,
+                            }
+                        )
                     seen.append(FOLLOW_UP)
                     last_sources = follow.sources
                     continue
@@ -448,7 +468,11 @@ def main(argv: list[str] | None = None) -> int:
     for error in result.errors[:20]:
         print(error, file=sys.stderr)
     if args.json:
-        details = {"errors": result.errors, "feedback_refusals": result.refusal_details}
+        details = {
+            "errors": result.errors,
+            "feedback_refusals": result.refusal_details,
+            "follow_ups_differing": result.differing_details,
+        }
         args.json.write_text(json.dumps({**summary, **details}, indent=1))
     late = any(s is None or s > args.reload_bound for s in result.reload_s.values())
     return 1 if result.errors or result.missing_feedback or late else 0
