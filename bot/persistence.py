@@ -309,15 +309,12 @@ def _run(factory: Callable[[], Awaitable[T]]) -> T:
 SCHEMA_OBJECTS = frozenset(re.findall(r"IF NOT EXISTS (\w+)", "\n".join(SCHEMA)))
 
 
-async def _schema_present(conn: Any, url: str) -> bool:
-    """Whether every table and index of :data:`SCHEMA` exists (a catalogue read, no locks)."""
-    if is_sqlite(url):
-        sql = "SELECT name FROM sqlite_master"
-    else:
-        sql = (
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = current_schema()"
-        )
+async def _schema_present(conn: Any) -> bool:
+    """Whether every table and index of :data:`SCHEMA` exists (PostgreSQL; no table locks)."""
+    sql = (
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = current_schema()"
+    )
     names = {row[0] for row in await conn.exec_driver_sql(sql)}
     return SCHEMA_OBJECTS <= names
 
@@ -325,16 +322,17 @@ async def _schema_present(conn: Any, url: str) -> bool:
 async def create_schema_async(url: str) -> None:
     """Create the tables if missing (idempotent); SQLite is switched to WAL mode.
 
-    A schema already there is left alone: ``CREATE INDEX IF NOT EXISTS`` takes a lock on
-    its table even when the index exists, and a re-ingest publishing its build while the
-    replicas write under load waited behind their writes (and they behind it) until it
-    timed out.
+    On PostgreSQL a schema already there is left alone: ``CREATE INDEX IF NOT EXISTS``
+    takes a lock on its table even when the index exists, and a re-ingest publishing its
+    build while the replicas write under load waited behind their writes (and they behind
+    it) until it timed out. (SQLite's one writer at a time makes that moot.)
     """
     engine = _engine(url)
     try:
-        async with engine.connect() as conn:
-            if await _schema_present(conn, url):
-                return
+        if not is_sqlite(url):
+            async with engine.connect() as conn:
+                if await _schema_present(conn):
+                    return
         async with engine.begin() as conn:
             if is_sqlite(url):
                 await conn.exec_driver_sql("PRAGMA journal_mode=WAL")

@@ -662,3 +662,26 @@ async def test_feedback_whose_thread_never_comes_is_refused_not_acknowledged(
     finally:
         await layer.close()
     assert await _rows(url, 'SELECT "id" FROM feedbacks') == []
+
+
+async def test_a_present_schema_is_not_recreated_behind_the_replicas_writes(
+    postgres: Any,
+) -> None:
+    # `supportbot ingest` creates the schema before publishing a build, while the replicas
+    # write. On PostgreSQL CREATE INDEX IF NOT EXISTS locks its table even when the index
+    # exists, so it waited behind any open write (and new writes behind it).
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    url = postgres.create_database(f"present_{uuid.uuid4().hex[:8]}")
+
+    await create_schema_async(url)
+    writer = create_async_engine(url)
+    try:
+        async with writer.connect() as conn:
+            await conn.exec_driver_sql("BEGIN")
+            await conn.exec_driver_sql("LOCK TABLE feedbacks IN ROW EXCLUSIVE MODE")
+            # A replica's write transaction is open on the table: creating again returns.
+            await asyncio.wait_for(create_schema_async(url), 5)
+            await conn.exec_driver_sql("ROLLBACK")
+    finally:
+        await writer.dispose()
