@@ -420,6 +420,16 @@ def make_data_layer(
         async def execute_sql(self, query: str, parameters: dict) -> Any:
             return await super().execute_sql(query, utf8_safe_data(parameters))
 
+        async def create_element(self, element: Any) -> Any:
+            # Chainlit writes an answer's sources in tasks of their own, which may run
+            # before the task that creates the conversation's row: PostgreSQL's foreign
+            # key then refused them and Chainlit only logged it, so a conversation resumed
+            # later (or on another replica) had lost its sources. Creating the row first
+            # is what the stock layer already does for steps.
+            if element.for_id and element.thread_id:
+                await self.update_thread(element.thread_id)
+            return await super().create_element(element)
+
         async def upsert_feedback(self, feedback: Any) -> str:
             from dataclasses import asdict
 

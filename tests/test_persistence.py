@@ -685,3 +685,38 @@ async def test_a_present_schema_is_not_recreated_behind_the_replicas_writes(
             await conn.exec_driver_sql("ROLLBACK")
     finally:
         await writer.dispose()
+
+
+async def test_a_source_written_before_its_conversation_row_is_kept(
+    db: tuple[str, Path | None],
+) -> None:
+    """A source element written before its conversation's row still lands.
+
+    Chainlit writes an answer's sources in tasks of their own, which may run before the
+    task creating the conversation's row; PostgreSQL's foreign key refused them.
+    """
+    _use_chainlit_context()
+    from chainlit.element import Text
+
+    url, _ = db
+    await create_schema_async(url)
+    layer = make_data_layer(url)
+    thread_id = str(uuid.uuid4())
+    answer = _step(thread_id, "assistant_message", "answer", createdAt="2026-01-01T10:00:02Z")
+    source = Text(
+        name="FORTNOX_CUSTOMER_NAME_EMPTY",
+        content="### FORTNOX_CUSTOMER_NAME_EMPTY",
+        display="side",
+        mime="text/plain",
+        for_id=answer["id"],
+        thread_id=thread_id,
+    )
+    await layer.create_element(source)  # before any row of its conversation
+    await layer.update_thread(thread_id, name="error 2000637", tags=["Merchant"])
+    await layer.create_step(answer)
+
+    thread = await layer.get_thread(thread_id)
+    await layer.close()
+    assert thread is not None
+    assert thread["name"] == "error 2000637"
+    assert [e["name"] for e in thread["elements"]] == ["FORTNOX_CUSTOMER_NAME_EMPTY"]
