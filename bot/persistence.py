@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bot.safe_text import utf8_safe_data
@@ -166,6 +166,8 @@ SCHEMA_LOCK_KEY = 7_201_326_517
 
 # Seconds a SQLite writer waits for a lock before failing ("database is locked").
 SQLITE_BUSY_TIMEOUT_S = 15
+# Tries at creating the schema on SQLite, where concurrent creators can fail at once.
+SQLITE_SCHEMA_ATTEMPTS = 10
 # Seconds a feedback may take to be stored, its thread waited for and failed attempts
 # retried (see make_data_layer); then it is refused. Under the clients' 30 s.
 FEEDBACK_DEADLINE_S = 20.0
@@ -333,17 +335,34 @@ async def create_schema_async(url: str) -> None:
             async with engine.connect() as conn:
                 if await _schema_present(conn):
                     return
-        async with engine.begin() as conn:
-            if is_sqlite(url):
-                await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-            else:
-                # Held until this transaction ends: one replica creates, the others wait
-                # and then find every table there.
-                await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
-            for statement in SCHEMA:
-                await conn.exec_driver_sql(statement)
+        for attempt in range(SQLITE_SCHEMA_ATTEMPTS):
+            try:
+                await _create_tables(engine, url)
+                return
+            except OperationalError as exc:
+                # Two SQLite connections that both read the schema and then both want to
+                # write it would deadlock, so SQLite fails one at once ("database is
+                # locked") without waiting out the busy timeout: 2 in 30 starts of 8 at
+                # once. The statements are idempotent; try again.
+                if not is_sqlite(url) or "locked" not in str(exc):
+                    raise
+                if attempt == SQLITE_SCHEMA_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
     finally:
         await engine.dispose()
+
+
+async def _create_tables(engine: AsyncEngine, url: str) -> None:
+    async with engine.begin() as conn:
+        if is_sqlite(url):
+            await conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        else:
+            # Held until this transaction ends: one replica creates, the others wait
+            # and then find every table there.
+            await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
+        for statement in SCHEMA:
+            await conn.exec_driver_sql(statement)
 
 
 def create_schema(url: str) -> None:
