@@ -778,8 +778,15 @@ async def _on_suggestion(action: cl.Action) -> None:
     message = str(action.payload.get("message") or "")[:2000]
     if not message:
         return
-    await cl.Message(content=message, type="user_message").send()
-    await _guarded(lambda: _answer(message))
+    asked = cl.Message(content=message, type="user_message")
+    await asked.send()
+    # Wrapped in the same "on_message" run a typed question gets: Chainlit puts the
+    # thumbs on that run, so without it an answer to a suggestion (the widget's usual
+    # first answer) could not be rated.
+    async with cl.Step(name="on_message", type="run", parent_id=asked.id) as run:
+        run.input = message
+        _issue(run.id)
+        await _guarded(lambda: _answer(message))
 
 
 @cl.on_chat_resume

@@ -84,10 +84,57 @@
     });
   }
 
+  // In the widget, Chainlit's comment dialog is placed in the middle of the merchant's
+  // page and dims all of it. Keep it, and its dimming, within the widget's own frame,
+  // wherever and however large the widget is (floating, docked or full screen).
+  function commentBoxInsideWidget(root) {
+    function pin(element, left, top, width, height) {
+      var style = element.style;
+      style.setProperty("position", "fixed", "important");
+      style.setProperty("left", left + "px", "important");
+      if (top !== null) style.setProperty("top", top + "px", "important");
+      style.setProperty("width", width + "px", "important");
+      style.setProperty("max-width", width + "px", "important");
+      style.setProperty("transform", "none", "important");
+      if (height !== null) style.setProperty("height", height + "px", "important");
+    }
+    function place() {
+      var chat = root.querySelector("#chainlit-copilot-chat");
+      if (!chat) return;
+      var frame = (chat.closest("[role=dialog]") || chat).getBoundingClientRect();
+      var margin = Math.min(16, frame.width / 20);
+      // "Feedback updated" and other notices: at the foot of the widget, not the page.
+      var toaster = root.querySelector("[data-sonner-toaster]");
+      if (toaster) {
+        var toastWidth = Math.min(356, frame.width - 2 * margin);
+        pin(toaster, frame.left + (frame.width - toastWidth) / 2, null, toastWidth, null);
+        toaster.style.setProperty("top", "auto", "important");
+        toaster.style.setProperty(
+          "bottom", window.innerHeight - frame.bottom + 4 * margin + "px", "important"
+        );
+      }
+      var submit = root.querySelector("#submit-feedback");
+      var dialog = submit && submit.closest("[role=dialog]");
+      if (!dialog) return;
+      var width = Math.min(360, frame.width - 2 * margin);
+      var height = dialog.getBoundingClientRect().height;
+      var left = frame.left + (frame.width - width) / 2;
+      var top = frame.top + Math.max(margin, (frame.height - height) / 2);
+      pin(dialog, left, top, width, null);
+      var overlay = dialog.previousElementSibling;
+      if (overlay && overlay.getAttribute("data-state")) {
+        pin(overlay, frame.left, frame.top, frame.width, frame.height);
+      }
+    }
+    new MutationObserver(place).observe(root, { childList: true, subtree: true });
+    window.addEventListener("resize", place);
+  }
+
   window.junipeerChatBehaviours = function (root) {
     autoSubmitThumbUp(root);
     scrollToHandoffs(root);
     sourcesOnRequestOnPhones(root);
+    if (root !== document) commentBoxInsideWidget(root);
   };
   if (!window.junipeerWidget) window.junipeerChatBehaviours(document);
 })();

@@ -486,6 +486,76 @@ def test_widget_fills_a_phone_screen(merchant_server: Server, phone: Any) -> Non
     shot(phone, "widget-04-phone")
 
 
+def _box_inside(inner: dict, outer: dict) -> bool:
+    return (
+        inner["x"] >= outer["x"] - 0.5
+        and inner["y"] >= outer["y"] - 0.5
+        and inner["x"] + inner["width"] <= outer["x"] + outer["width"] + 0.5
+        and inner["y"] + inner["height"] <= outer["y"] + outer["height"] + 0.5
+    )
+
+
+@pytest.mark.parametrize("size", ["page", "phone"])
+def test_widget_answers_are_rated_inside_the_widget(
+    merchant_server: Server, size: str, request: pytest.FixtureRequest
+) -> None:
+    tab = request.getfixturevalue(size)
+    known = {r["feedback_id"] for r in fetch_feedback(merchant_server.database_url)}
+
+    def new_rows(rows: list[dict]) -> list[dict]:
+        return [r for r in rows if r["feedback_id"] not in known]
+
+    tab.goto(f"{merchant_server.url}/public/widget-demo.html")
+    tab.locator("#chainlit-copilot-button").click()
+    chat = tab.locator("#chainlit-copilot-chat")
+    greeting = chat.locator(ANSWER).first
+    greeting.wait_for(timeout=ANSWER_TIMEOUT_MS)
+    frame = tab.locator('#chainlit-copilot [role="dialog"]:has(#chainlit-copilot-chat)')
+
+    # The answer to a suggestion can be rated like a typed one; 👍 asks for nothing.
+    greeting.locator("button").filter(has_text="Explain the error on this page").click()
+    first = wait_for_answer(tab, 1)
+    first.locator(".positive-feedback-off").click()
+    first.locator(".positive-feedback-on").wait_for()
+    tab.locator("#chainlit-copilot #submit-feedback").wait_for(state="detached", timeout=3_000)
+    rows = poll(lambda: new_rows(fetch_feedback(merchant_server.database_url)), bool)
+    (up,) = rows
+    assert up["value"] == 1
+    assert up["comment"] == ""
+    assert up["question"] == (
+        "I get the error 'Customer name cannot be empty (2000637)'. What do I do?"
+    )
+    assert "Customer name cannot be empty" in up["answer"]
+    # Its notice appears at the foot of the widget, not in the middle of the page.
+    toast = tab.locator("#chainlit-copilot [data-sonner-toast]").first
+    toast.wait_for()
+    assert _box_inside(toast.bounding_box(), frame.bounding_box())
+
+    # 👎 offers a comment box, typed inside the widget's frame.
+    second = ask(tab, "Invalid grant")
+    second.locator(".negative-feedback-off").click()
+    box = tab.locator('#chainlit-copilot [role="dialog"]:has(#submit-feedback)')
+    box.locator("textarea").wait_for()
+    tab.wait_for_timeout(300)  # the dialog's opening animation
+    assert _box_inside(box.bounding_box(), frame.bounding_box()), (
+        box.bounding_box(),
+        frame.bounding_box(),
+    )
+    # Its dimming covers the widget only: the merchant's page stays as it was.
+    overlay = box.locator("xpath=preceding-sibling::*[1]")
+    assert _box_inside(overlay.bounding_box(), frame.bounding_box())
+    shot(tab, f"widget-05-comment-{size}")
+    box.locator("textarea").fill(f"Please add the Shopify steps ({size})")
+    box.locator("#submit-feedback").click()
+    rows = poll(
+        lambda: new_rows(fetch_feedback(merchant_server.database_url)),
+        lambda rows: any(r["comment"] == f"Please add the Shopify steps ({size})" for r in rows),
+    )
+    (down,) = [r for r in rows if r["value"] == 0]
+    assert down["question"] == "Invalid grant"
+    assert down["comment"] == f"Please add the Shopify steps ({size})"
+
+
 # -- the support agent --------------------------------------------------------------------
 
 TICKET = (
