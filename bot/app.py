@@ -482,6 +482,50 @@ async def _authorize(request: GuardRequest) -> str | None:
     return None
 
 
+# A reply that takes longer than this shows Chainlit's loading state (stop button,
+# spinner). Most replies take a few tens of milliseconds: there the signal would only
+# flash, and its "task start" event makes the browser re-render the chat (about 30 ms on
+# a busy machine) before it can draw the answer.
+SHOW_LOADING_AFTER_S = 0.3
+
+
+async def _process_message(session: WebsocketSession, payload: Any, arrived: float) -> None:
+    """Chainlit's ``process_message``, with "task start" only for a slow reply.
+
+    "Task end" still closes every reply.
+    """
+    from chainlit.message import ErrorMessage
+
+    context = init_ws_context(session)
+    emitter = context.emitter
+    loading: list[asyncio.Task] = []
+
+    def show_loading() -> None:
+        loading.append(asyncio.ensure_future(emitter.task_start()))
+
+    timer = asyncio.get_running_loop().call_later(SHOW_LOADING_AFTER_S, show_loading)
+    try:
+        message = await emitter.process_message(payload)
+        if chainlit_config.code.on_message:
+            await chainlit_config.code.on_message(message)
+    except asyncio.CancelledError:
+        pass
+    except Exception:  # noqa: BLE001 - the user sees a sentence, never the exception
+        log.exception("Answering failed")
+        await ErrorMessage(author="Error", content=ANSWER_FAILED).send()
+    finally:
+        timer.cancel()
+        if loading:
+            await loading[0]
+        # Always: socket clients (evals/load.py, tests) take "task end" as the reply's end,
+        # and for the page it only confirms it is not loading.
+        await emitter.task_end()
+        # The whole server side of a reply, from the message's arrival on the socket to the
+        # last event sent (what a socket client sees as complete); evals/browser_bench.py
+        # sets it beside "Replied in" and the browser's figure.
+        log.info("Reply complete in %.1f ms", (time.perf_counter() - arrived) * 1000)
+
+
 def _install_guard() -> None:
     """Put the gatekeeper in front of Chainlit's server and socket (once per process)."""
     security = SETTINGS.security
@@ -521,7 +565,6 @@ def _install_guard() -> None:
     if getattr(handlers.get("connect"), "__wrapped_by_guard__", False):
         return
     chainlit_connect = handlers["connect"]
-    chainlit_message = handlers["client_message"]
 
     # One connect at a time. Chainlit 2.12 builds a session's config with a re-entrant
     # run_until_complete (nest_asyncio) inside its connect handler, so connects arriving
@@ -565,6 +608,7 @@ def _install_guard() -> None:
             return False
 
     async def client_message(sid: str, payload: Any) -> None:
+        arrived = time.perf_counter()
         session = WebsocketSession.get(sid)
         if session is None:
             return
@@ -579,7 +623,9 @@ def _install_guard() -> None:
             init_ws_context(session)
             await cl.Message(content=problem).send()
             return
-        await chainlit_message(sid, cleaned)
+        # In place of Chainlit's handler (which only starts its process_message as the
+        # session's task): the same, with the loading signal only for a slow reply.
+        session.current_task = asyncio.create_task(_process_message(session, cleaned, arrived))
 
     chainlit_settings_change = handlers["chat_settings_change"]
 
@@ -845,12 +891,12 @@ async def _send(rendered: render.RenderedMessage, actions: list[cl.Action]) -> c
     if not SETTINGS.chat.stream_seconds:
         # One message, not a stream: each streamed token is a socket event and a re-render
         # of the conversation in the browser, which costs more than the answer itself.
-        msg = cl.Message(
-            content=rendered.content,
-            elements=elements,
-            actions=actions,
-            metadata=rendered.metadata,
-        )
+        msg = cl.Message(content=rendered.content, elements=elements, metadata=rendered.metadata)
+        # The buttons go out just before the answer they belong to (the page keeps them by
+        # the answer's id): the browser then draws the answer with its buttons in one
+        # render instead of drawing it twice, which under load is most of the wait.
+        for action in actions:
+            await action.send(for_id=msg.id)
         await msg.send()
         return msg
     msg = cl.Message(content="", elements=elements, actions=actions, metadata=rendered.metadata)
@@ -899,6 +945,12 @@ async def _rate_limit_wait() -> float:
     return wait
 
 
+ANSWER_FAILED = (
+    "Sorry, something went wrong on our side. Please try again, or use "
+    "**Talk to a human** to reach Junipeer support."
+)
+
+
 async def _guarded(work: Callable[[], Awaitable[None]]) -> None:
     """Run one user request: rate-limited, and never showing the user a raw exception."""
     if wait := await _rate_limit_wait():
@@ -908,11 +960,7 @@ async def _guarded(work: Callable[[], Awaitable[None]]) -> None:
         await work()
     except Exception:
         log.exception("Answering failed")
-        await cl.Message(
-            content="Sorry, something went wrong on our side. Please try again, or use "
-            "**Talk to a human** to reach Junipeer support.",
-            actions=[_handoff_action()],
-        ).send()
+        await cl.Message(content=ANSWER_FAILED, actions=[_handoff_action()]).send()
 
 
 @cl.on_message

@@ -245,7 +245,10 @@ class Tab:
                 seen.append((event, data))
                 if event == "__disconnect__":
                     return seen
-                if event == "task_start":
+                # A quick reply starts with its run step, a slow one with "task start".
+                if event == "task_start" or (
+                    event == "new_message" and isinstance(data, dict) and data.get("type") == "run"
+                ):
                     started = True
                 elif event == "task_end" and started:
                     return seen
