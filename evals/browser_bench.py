@@ -69,6 +69,45 @@ QUESTIONS = [
     "Can Junipeer build custom integrations?",
 ]
 _REPLIED = re.compile(r"Replied in ([0-9.]+) ms")
+_COMPLETE = re.compile(r"Reply complete in ([0-9.]+) ms")
+
+# Before any page script: every socket.io event the page sends or receives, with its time
+# in the page's clock, so that a reply can be split into what the server sent when and
+# what the browser did after the last event.
+_FRAMES = """
+(() => {
+  const Native = window.WebSocket;
+  const frames = (window.__frames = []);
+  function record(direction, data) {
+    if (typeof data !== "string") return;
+    const match = /^42\\d*(\\[.*)$/s.exec(data);
+    if (!match) return;
+    let name = "?";
+    try {
+      const packet = JSON.parse(match[1]);
+      name = packet[0];
+      const body = packet[1] || {};
+      if (body.type && (name === "new_message" || name === "update_message")) {
+        name += ":" + body.type;
+      }
+    } catch (e) {}
+    frames.push([performance.now(), direction + name]);
+  }
+  function Traced(url, protocols) {
+    const socket = protocols === undefined ? new Native(url) : new Native(url, protocols);
+    socket.addEventListener("message", (event) => record("", event.data));
+    const send = socket.send.bind(socket);
+    socket.send = (data) => {
+      record("→", data);
+      return send(data);
+    };
+    return socket;
+  }
+  Traced.prototype = Native.prototype;
+  for (const key of ["CONNECTING", "OPEN", "CLOSING", "CLOSED"]) Traced[key] = Native[key];
+  window.WebSocket = Traced;
+})();
+"""
 
 # Timed in the page: the click on Send, then the first "Talk to a human" button of a new
 # answer. Works in the document (full chat) and in the widget's shadow root.
@@ -76,7 +115,7 @@ _TIMER = """
 (rootSelector) => {
   const host = rootSelector ? document.querySelector(rootSelector) : null;
   const root = host ? host.shadowRoot : document;
-  window.__bench = { sent: null, done: [], known: new WeakSet() };
+  window.__bench = { sent: null, done: [], spans: [], known: new WeakSet() };
   root.addEventListener('click', (e) => {
     const send = e.target.closest && e.target.closest('#chat-submit');
     if (send) window.__bench.sent = performance.now();
@@ -89,7 +128,9 @@ _TIMER = """
       if (seen.has(b)) continue;
       seen.add(b);
       if (b.textContent.includes('Talk to a human') && window.__bench.sent !== null) {
-        window.__bench.done.push(performance.now() - window.__bench.sent);
+        const now = performance.now();
+        window.__bench.done.push(now - window.__bench.sent);
+        window.__bench.spans.push([window.__bench.sent, now]);
         window.__bench.sent = null;
       }
     }
@@ -132,21 +173,55 @@ def _start_server(tmp: Path, extra: dict[str, str]) -> tuple[subprocess.Popen, s
     raise RuntimeError(f"chat server did not start:\n{log.read_text()}")
 
 
-def _send_all(page: Any, questions: Sequence[str], root: str | None) -> list[float]:
-    """Send each question in turn; the page-timed send-to-complete of each, in ms."""
+def _send_all(
+    page: Any, questions: Sequence[str], root: str | None
+) -> tuple[list[float], list[dict[str, float]]]:
+    """Send each question in turn.
+
+    Returns:
+        The page-timed send-to-complete of each question in ms, and for each the time
+        after Send (ms) at which each socket event of its reply arrived (first arrival of
+        each kind; ``"complete"`` is the answer's button in the page).
+    """
     page.evaluate(_TIMER, root)
     scope = page.locator(root) if root else page
     for n, question in enumerate(questions, 1):
         scope.locator("#chat-input").fill(question)
         scope.locator("#chat-submit:not([disabled])").click(timeout=90_000)
         page.wait_for_function(f"() => window.__bench.done.length >= {n}", timeout=90_000)
-    return list(page.evaluate("() => window.__bench.done"))
+    done = list(page.evaluate("() => window.__bench.done"))
+    spans = page.evaluate("() => window.__bench.spans")
+    frames = page.evaluate("() => window.__frames")
+    traces = []
+    for sent, complete in spans:
+        trace: dict[str, float] = {}
+        # Events up to 50 ms after the button showed still belong to this reply.
+        for at, name in frames:
+            if sent <= at <= complete + 50 and name not in trace:
+                trace[name] = at - sent
+        trace["complete"] = complete - sent
+        traces.append(trace)
+    return done, traces
 
 
 def _percentiles(values: Sequence[float]) -> dict[str, float]:
     ordered = sorted(values)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     return {"n": len(values), "p50_ms": statistics.median(ordered), "p95_ms": p95}
+
+
+def _breakdown(traces: Sequence[dict[str, float]]) -> list[dict[str, Any]]:
+    """Median arrival (ms after Send) of each event kind seen in most replies, in order."""
+    names: dict[str, list[float]] = {}
+    for trace in traces:
+        for name, at in trace.items():
+            names.setdefault(name, []).append(at)
+    rows = [
+        {"event": name, "n": len(times), "p50_ms": statistics.median(times)}
+        for name, times in names.items()
+        if len(times) * 2 >= len(traces)
+    ]
+    return sorted(rows, key=lambda row: row["p50_ms"])
 
 
 def run(count: int, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -165,6 +240,7 @@ def run(count: int, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
                     executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS
                 )
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.add_init_script(_FRAMES)
                 page.goto(url)
                 # One warm-up answer: the first one also loads the page's lazy parts.
                 page.locator("#chat-input").fill("warm up")
@@ -172,7 +248,7 @@ def run(count: int, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
                 page.locator('[data-step-type="assistant_message"]').first.wait_for()
                 page.wait_for_timeout(500)
                 page.goto(url)
-                chat = _send_all(page, questions, None)
+                chat, chat_traces = _send_all(page, questions, None)
 
                 page.goto(f"{url}/public/widget-demo.html")
                 page.locator("#chainlit-copilot-button").click()
@@ -181,26 +257,33 @@ def run(count: int, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
                 page.locator(
                     '#chainlit-copilot-chat [data-step-type="assistant_message"]'
                 ).first.wait_for()
-                widget = _send_all(page, questions, "#chainlit-copilot")
+                widget, widget_traces = _send_all(page, questions, "#chainlit-copilot")
                 browser.close()
         finally:
             process.terminate()
             process.wait(timeout=15)
-        server = [float(m) for m in _REPLIED.findall(log.read_text())]
+        text = log.read_text()
     # The log holds the warm-up first, then the chat's and the widget's replies in order.
-    server = server[-2 * count :]
+    handler = [float(m) for m in _REPLIED.findall(text)][-2 * count :]
+    complete = [float(m) for m in _COMPLETE.findall(text)][-2 * count :]
     result = {
         "questions_per_surface": count,
+        "load_average": os.getloadavg(),
+        "server_handler": _percentiles(handler),
+        "server_complete": _percentiles(complete),
         "chat": _percentiles(chat),
         "widget": _percentiles(widget),
-        "server": _percentiles(server),
+        "chat_events": _breakdown(chat_traces),
+        "widget_events": _breakdown(widget_traces),
     }
-    server_p50 = result["server"]["p50_ms"]
     for surface in ("chat", "widget"):
-        result[surface]["ratio_p50_to_server"] = result[surface]["p50_ms"] / server_p50
+        for server in ("server_handler", "server_complete"):
+            ratio = result[surface]["p50_ms"] / result[server]["p50_ms"]
+            result[surface][f"ratio_p50_to_{server}"] = ratio
     result["target_ratio"] = TARGET_RATIO
+    # The target is judged against the handler's figure: the server's own work on a reply.
     result["met"] = all(
-        result[s]["ratio_p50_to_server"] <= TARGET_RATIO for s in ("chat", "widget")
+        result[s]["ratio_p50_to_server_handler"] <= TARGET_RATIO for s in ("chat", "widget")
     )
     return result
 
@@ -224,13 +307,26 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("chromium") is None:
         parser.error("Debian's chromium is needed: apt-get install chromium")
     result = run(args.questions, extra)
-    print(f"{'':8} {'n':>3} {'p50 ms':>8} {'p95 ms':>8} {'p50 / server':>13}")
-    for name in ("server", "chat", "widget"):
+    header = f"{'':16} {'n':>3} {'p50 ms':>8} {'p95 ms':>8} {'/ handler':>10} {'/ complete':>11}"
+    print(header)
+    for name in ("server_handler", "server_complete", "chat", "widget"):
         row = result[name]
-        ratio = f"{row['ratio_p50_to_server']:.2f}" if "ratio_p50_to_server" in row else ""
-        print(f"{name:8} {row['n']:>3} {row['p50_ms']:>8.0f} {row['p95_ms']:>8.0f} {ratio:>13}")
+        ratios = [
+            f"{row[key]:.2f}" if key in row else ""
+            for key in ("ratio_p50_to_server_handler", "ratio_p50_to_server_complete")
+        ]
+        print(
+            f"{name:16} {row['n']:>3} {row['p50_ms']:>8.0f} {row['p95_ms']:>8.0f} "
+            f"{ratios[0]:>10} {ratios[1]:>11}"
+        )
     verdict = "met" if result["met"] else "NOT met"
-    print(f"target: browser p50 within {TARGET_RATIO} × server p50: {verdict}")
+    print(f"target: browser p50 within {TARGET_RATIO} × server handler p50: {verdict}")
+    load = ", ".join(f"{value:.1f}" for value in result["load_average"])
+    print(f"load average at the end: {load}")
+    for surface in ("chat", "widget"):
+        print(f"\n{surface}: socket events of a reply, median ms after Send (→ sent by the page)")
+        for row in result[f"{surface}_events"]:
+            print(f"  {row['p50_ms']:>7.0f}  {row['event']}  ({row['n']})")
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0
