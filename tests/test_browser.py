@@ -412,6 +412,43 @@ def test_severity_filter_from_chat_settings_applies(merchant_server: Server, pag
     assert "Customer name cannot be empty" not in answer.locator(SOURCE_LINK).all_inner_texts()
 
 
+def _settled_box(page: Any, selector: str) -> dict:
+    """The element's box once its slide-in animation is over (unchanged for 200 ms)."""
+    previous = None
+    for _ in range(50):
+        box = page.locator(selector).bounding_box()
+        if box == previous:
+            return box
+        previous = box
+        page.wait_for_timeout(200)
+    pytest.fail(f"{selector} kept moving: {previous}")
+
+
+def test_the_source_panel_fits_the_desktop_window(merchant_server: Server, page: Any) -> None:
+    page.goto(merchant_server.url)
+    width = page.viewport_size["width"]
+    for question in (
+        "Räkenskapsår saknas",
+        "How do I contact Junipeer support?",
+        "Could not json-decode visma error response",
+    ):
+        ask(page, question)
+        page.locator("#side-view-content").wait_for()
+        panel = _settled_box(page, "#side-view-content")
+        # Whole, not cut at the window's right edge, and nothing in it runs off sideways.
+        assert panel["x"] >= 0
+        assert panel["x"] + panel["width"] <= width, (question, panel)
+        assert page.locator("#side-view-content").evaluate(
+            "e => e.scrollWidth <= e.clientWidth + 1"
+        )
+        title = _settled_box(page, "#side-view-title")
+        assert title["x"] + title["width"] <= width
+        # The answer beside it keeps its own room: the panel does not cover it.
+        answer = page.locator(ANSWER).last.bounding_box()
+        assert answer["x"] + answer["width"] <= panel["x"] + 1
+    shot(page, "merchant-09-source-panel-settled")
+
+
 def test_on_a_phone_sources_open_only_on_request(merchant_server: Server, phone: Any) -> None:
     phone.goto(merchant_server.url)
     answer = ask(phone, "Kunde inte hämta/hitta moms")
