@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from bot.answer_types import Answer, Citation, Draft, Filters, Turn, format_citation
 from bot.config import AnswerSettings, Settings
-from bot.drafting import compose_reply
+from bot.drafting import compose_reply, solution_lines
 from bot.retrieval import HybridRetriever, Retrieval
 from bot.safe_text import utf8_safe
 from ingest.chunking import heading_text, token_counter, truncate_tokens
@@ -27,8 +27,6 @@ if TYPE_CHECKING:  # the LLM mode is optional; its classes are slow to import
 
 log = logging.getLogger(__name__)
 
-# Sentence ends followed by a capital or digit: keeps "e.g., 21%" in one step.
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“(])")
 _ANAPHORA = frozenset("it this that these those they them its same one".split())
 _SPACE_RUN = re.compile(r"\s{3,}")
 # Invisible format characters (zero-width, direction marks, BOM) count as noise too: a
@@ -44,25 +42,11 @@ _FOLLOW_UP_START = re.compile(r"^\s*(and|but|what about|how about|what if|also|s
 # -- formatting (pure) ---------------------------------------------------------
 
 
-def solution_steps(solution: str) -> list[str]:
-    """Split a solution into steps: one per line, long lines split into sentences."""
-    steps: list[str] = []
-    for line in solution.split("\n"):
-        line = line.strip().removeprefix("- ").strip()
-        if line:
-            steps.extend(s.strip() for s in _SENTENCE.split(line) if s.strip())
-    return steps
-
-
 def _message_line(entry: Entry) -> str | None:
     if not entry.message:
         return None
     gloss = f" ({entry.message_gloss})" if entry.message_gloss else ""
     return f'You may see the message: "{entry.message}"{gloss}'
-
-
-def _steps_markdown(solution: str) -> list[str]:
-    return [f"{n}. {step}" for n, step in enumerate(solution_steps(solution), 1)]
 
 
 def format_entry(entry: Entry, brief: bool = False) -> str:
@@ -97,12 +81,12 @@ def format_entry(entry: Entry, brief: bool = False) -> str:
             lines.append(f"Why it happens: {part.cause}")
         if part.solution:
             lines.append("What to do:")
-            lines.extend(_steps_markdown(part.solution))
+            lines.extend(solution_lines(part.solution))
     if entry.cause:
         lines.append(f"\n**Why it happens:** {entry.cause}")
     if entry.solution:
         lines.append("\n**What to do:**")
-        lines.extend(_steps_markdown(entry.solution))
+        lines.extend(solution_lines(entry.solution))
     lines.append(f"\nSource: {cite}")
     return "\n".join(lines)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.answer_types import Answer, Citation, Draft, Filters, Turn, format_citation
-from bot.drafting import solution_blocks
+from bot.drafting import fix_steps, solution_blocks
 from ingest.entries import SEVERITIES, Entry, SubError
 
 MERCHANT = "Merchant"
@@ -722,12 +722,8 @@ def answer_facts(answer: Answer) -> dict[str, Any]:
     if answer.abstained or not answer.citations:
         return {"code": None, "message": None, "suggested": "nothing: not in the knowledge base"}
     entry = answer.citations[0].entry
-    steps = [
-        item
-        for kind, items in solution_blocks(entry.solution or "")
-        if kind == "steps"
-        for item in items
-    ]
+    # Also a grouped entry's steps, which sit under its sub-errors, not in its solution.
+    steps = fix_steps(entry)
     suggested = plain_title(entry)
     if steps:
         suggested += " — " + " ".join(steps[:3])

@@ -160,28 +160,23 @@ def _solutions(entry: Entry) -> list[tuple[list[str], str]]:
     return out
 
 
-def fix_lines(entry: Entry) -> list[str]:
-    """What to do, as plain-text lines in the knowledge base's own order.
-
-    Steps are numbered (the numbering runs on across explanations and sub-errors),
-    explanations stay paragraphs where the knowledge base put them, the short lines after
-    a sentence ending in ":" are a bulleted list, and a grouped entry's steps sit under the
-    message of the sub-error they fix.
-    """
+def _solution_lines(solution: str, n: int) -> tuple[list[str], int]:
+    """The lines of one solution, its steps numbered after ``n``; and the last number used."""
     lines: list[str] = []
-    n = 0
-    for lead, solution in _solutions(entry):
-        lines += lead
-        for kind, items in solution_blocks(solution):
-            if kind == "steps":
-                for item in items:
-                    n += 1
-                    lines.append(f"{n}. {item}")
-            elif kind == "list":
-                lines += [*(f"   - {item}" for item in items), ""]
-            else:
-                lines += ["", " ".join(items), ""]
-    # Blank lines frame paragraphs; never two in a row, none at either end.
+    for kind, items in solution_blocks(solution):
+        if kind == "steps":
+            for item in items:
+                n += 1
+                lines.append(f"{n}. {item}")
+        elif kind == "list":
+            lines += [*(f"   - {item}" for item in items), ""]
+        else:
+            lines += ["", " ".join(items), ""]
+    return lines, n
+
+
+def _tidy(lines: list[str]) -> list[str]:
+    """Blank lines frame paragraphs; never two in a row, none at either end."""
     tidy: list[str] = []
     for line in lines:
         if line or (tidy and tidy[-1]):
@@ -189,6 +184,30 @@ def fix_lines(entry: Entry) -> list[str]:
     while tidy and not tidy[-1]:
         tidy.pop()
     return tidy
+
+
+def solution_lines(solution: str) -> list[str]:
+    """One solution as plain-text lines in the knowledge base's own order.
+
+    Steps are numbered (the numbering runs on across explanations), explanations stay
+    paragraphs where the knowledge base put them, and the short lines after a sentence
+    ending in ":" are a bulleted list.
+    """
+    return _tidy(_solution_lines(solution, 0)[0])
+
+
+def fix_lines(entry: Entry) -> list[str]:
+    """What to do, as plain-text lines in the knowledge base's own order.
+
+    As :func:`solution_lines`, with the numbering running on across sub-errors, and a
+    grouped entry's steps under the message of the sub-error they fix.
+    """
+    lines: list[str] = []
+    n = 0
+    for lead, solution in _solutions(entry):
+        body, n = _solution_lines(solution, n)
+        lines += lead + body
+    return _tidy(lines)
 
 
 def fix_steps(entry: Entry) -> list[str]:

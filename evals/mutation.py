@@ -3,10 +3,10 @@
     .venv/bin/python -m evals.mutation [--only ID ...] [--json evals/mutation.json]
 
 Each mutant is one small, deliberate bug in ``ingest/parse.py``, ``ingest/chunking.py``,
-``ingest/index.py``, ``bot/retrieval.py`` or ``bot/answer.py`` (among them the bugs a
-review of the suite once planted by hand: a solution cut to its first line, the
-sub-errors' steps of a grouped entry dropped, the checksum check switched off, the
-abstention threshold moved by 0.05, the wrong entry cited). For each, the repository
+``ingest/index.py``, ``bot/retrieval.py``, ``bot/answer.py`` or ``bot/drafting.py``
+(among them the bugs a review of the suite once planted by hand: a solution cut to its
+first line, the sub-errors' steps of a grouped entry dropped, the checksum check switched
+off, the abstention threshold moved by 0.05, the wrong entry cited). For each, the repository
 is copied to a temporary folder, the mutant is applied there, and the module's tests
 run with ``pytest -x`` in that copy (``PYTHONPATH`` points at it, so subprocesses such
 as the ``supportbot`` command run the mutant too). A mutant is *killed* when a test
@@ -53,6 +53,7 @@ TESTS = {
         "tests/test_hostile.py",
     ],
     "bot/answer.py": ["tests/test_answer.py", "tests/test_hostile.py", "tests/test_app_render.py"],
+    "bot/drafting.py": ["tests/test_answer.py", "tests/test_chat_view.py"],
 }
 
 
@@ -230,16 +231,16 @@ MUTANTS: tuple[Mutant, ...] = (
     # -- bot/answer.py ---------------------------------------------------------------
     Mutant(
         "answer-solution-first-line",
-        "bot/answer.py",
-        '    for line in solution.split("\\n"):\n',
-        '    for line in solution.split("\\n")[:1]:\n',
+        "bot/drafting.py",
+        '    for raw in solution.split("\\n"):\n',
+        '    for raw in solution.split("\\n")[:1]:\n',
         "an answer keeps only the first line of a solution",
     ),
     Mutant(
         "answer-drop-sub-error-steps",
         "bot/answer.py",
         '            lines.append("What to do:")\n'
-        "            lines.extend(_steps_markdown(part.solution))\n",
+        "            lines.extend(solution_lines(part.solution))\n",
         '            lines.append("What to do:")\n',
         'the "What to do" steps of a grouped entry\'s sub-errors are dropped',
     ),

@@ -150,8 +150,11 @@ def test_error_answer_structure(bot):
     assert "Why it happens" in text
     what_to_do = text.index("What to do")
     assert text.index("Why it happens") < what_to_do
-    steps = re.findall(r"^(\d+)\. \S", text[what_to_do:], re.M)
-    assert steps[:3] == ["1", "2", "3"]
+    steps = re.findall(r"^(\d+)\. (.*)$", text[what_to_do:], re.M)
+    assert [n for n, _ in steps] == ["1", "2"]
+    # Real steps: the explanation between them is a paragraph of its own, not a step.
+    assert not any(step.startswith("This commonly occurs") for _, step in steps)
+    assert "\n\nThis commonly occurs at the start of a new calendar year" in text
     assert "[FORTNOX_FISCAL_YEAR]" in text
 
 

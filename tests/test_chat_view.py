@@ -426,3 +426,38 @@ def test_a_code_without_a_message_is_titled_in_words_with_names_kept() -> None:
         section="Fortnox Error Codes",
     )
     assert render.plain_title(grouped) == "Common Fortnox errors explained"
+
+
+def test_a_handoff_names_the_suggested_steps_also_of_a_grouped_entry() -> None:
+    from ingest.entries import SubError
+
+    grouped = Entry(
+        id="COMMON_FORTNOX_ERRORS_EXPLAINED",
+        kind="error_code",
+        title="COMMON_FORTNOX_ERRORS_EXPLAINED",
+        source="error-codes.txt",
+        line=90,
+        code="COMMON_FORTNOX_ERRORS_EXPLAINED",
+        severity="Error",
+        text="A grouped reference covering two common Fortnox errors:",
+        parts=(
+            SubError(
+                "Kunde inte hämta/hitta moms",
+                "Could not retrieve/find VAT",
+                "VAT rates are not configured in Fortnox.",
+                "In Fortnox, go to Settings → Bookkeeping → Moms (VAT) and create the VAT "
+                "rate. Swedish defaults are 25%, 12%, and 6%.",
+            ),
+        ),
+    )
+    # Its steps sit under its sub-errors; its own solution is empty.
+    suggested = render.answer_facts(_answer("Kunde inte hämta/hitta moms", grouped))["suggested"]
+    assert suggested.endswith(
+        " — In Fortnox, go to Settings → Bookkeeping → Moms (VAT) and create the VAT rate."
+    )
+    # An explanation between steps is not suggested as one.
+    fiscal = render.answer_facts(_answer("Fiscal year not available", FISCAL))["suggested"]
+    assert "This commonly occurs" not in fiscal
+    assert fiscal.endswith(
+        "create the missing fiscal year. After creating the fiscal year, retry the failed tasks."
+    )
