@@ -99,12 +99,16 @@
       if (height !== null) style.setProperty("height", height + "px", "important");
     }
     function place() {
-      var chat = root.querySelector("#chainlit-copilot-chat");
+      // This runs on every change of the chat: measure only when there is something to
+      // place (measuring forces the browser to lay the page out).
+      var submit = root.querySelector("#submit-feedback");
+      var toast = root.querySelector("[data-sonner-toast]");
+      var chat = (submit || toast) && root.querySelector("#chainlit-copilot-chat");
       if (!chat) return;
       var frame = (chat.closest("[role=dialog]") || chat).getBoundingClientRect();
       var margin = Math.min(16, frame.width / 20);
       // "Feedback updated" and other notices: at the foot of the widget, not the page.
-      var toaster = root.querySelector("[data-sonner-toaster]");
+      var toaster = toast && toast.closest("[data-sonner-toaster]");
       if (toaster) {
         var toastWidth = Math.min(356, frame.width - 2 * margin);
         pin(toaster, frame.left + (frame.width - toastWidth) / 2, null, toastWidth, null);
@@ -113,7 +117,6 @@
           "bottom", window.innerHeight - frame.bottom + 4 * margin + "px", "important"
         );
       }
-      var submit = root.querySelector("#submit-feedback");
       var dialog = submit && submit.closest("[role=dialog]");
       if (!dialog) return;
       var width = Math.min(360, frame.width - 2 * margin);
