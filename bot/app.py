@@ -482,13 +482,6 @@ async def _authorize(request: GuardRequest) -> str | None:
     return None
 
 
-# A reply that takes longer than this shows Chainlit's loading state (stop button,
-# spinner). Most replies take a few tens of milliseconds: there the signal would only
-# flash, and its "task start" event makes the browser re-render the chat (about 30 ms on
-# a busy machine) before it can draw the answer.
-SHOW_LOADING_AFTER_S = 0.3
-
-
 async def _process_message(session: WebsocketSession, payload: Any, arrived: float) -> None:
     """Chainlit's ``process_message``, with "task start" only for a slow reply.
 
@@ -503,7 +496,11 @@ async def _process_message(session: WebsocketSession, payload: Any, arrived: flo
     def show_loading() -> None:
         loading.append(asyncio.ensure_future(emitter.task_start()))
 
-    timer = asyncio.get_running_loop().call_later(SHOW_LOADING_AFTER_S, show_loading)
+    # Most replies take a few tens of milliseconds: there the loading state (stop button,
+    # spinner) would only flash, and its "task start" event makes the browser re-render the
+    # chat (20-40 ms on a busy machine) before it can draw the answer.
+    delay = SETTINGS.chat.show_loading_after_s
+    timer = asyncio.get_running_loop().call_later(delay, show_loading)
     try:
         message = await emitter.process_message(payload)
         if chainlit_config.code.on_message:

@@ -299,6 +299,15 @@ class ChatSettings(BaseModel):
             "(fastest: every streamed piece is a socket event and a re-render in the browser)."
         ),
     )
+    show_loading_after_s: float = Field(
+        default=0.3,
+        ge=0,
+        le=10,
+        description=(
+            "Seconds a reply may take before the chat shows it is working (stop button, "
+            "spinner); quicker replies skip that signal, one browser re-render fewer."
+        ),
+    )
 
 
 class SecuritySettings(BaseModel):
