@@ -504,6 +504,8 @@ async def _process_message(session: WebsocketSession, payload: Any, arrived: flo
     try:
         message = await emitter.process_message(payload)
         if chainlit_config.code.on_message:
+            # As Chainlit does: the tasks storing the message and its thread start first.
+            await asyncio.sleep(0.001)
             await chainlit_config.code.on_message(message)
     except asyncio.CancelledError:
         pass
