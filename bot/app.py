@@ -202,6 +202,11 @@ def _serve_local_only() -> None:
 _serve_local_only()
 
 
+# Titles this process gave conversations (thread id -> title), newest last, bounded.
+_TITLES: dict[str, str] = {}
+_MAX_TITLES = 10_000
+
+
 @cl.data_layer
 def _data_layer() -> Any:
     # Feedback is written through this server's own pool (GUARD_STORE's), not behind
@@ -215,9 +220,11 @@ def _data_layer() -> Any:
     limit = SETTINGS.security.max_thread_name_chars
 
     async def update_thread_named_within_limit(*args: Any, **kwargs: Any) -> Any:
-        # Chainlit names a conversation after its whole first message.
+        # Chainlit names a conversation after its whole first message, in a background task
+        # that a quick answer can beat: the title given by _title_thread stays.
+        thread_id = args[0] if args else kwargs.get("thread_id")
         if isinstance(kwargs.get("name"), str):
-            kwargs["name"] = render.collapse(kwargs["name"], limit)
+            kwargs["name"] = _TITLES.get(thread_id) or render.collapse(kwargs["name"], limit)
         return await update_thread(*args, **kwargs)
 
     layer.update_thread = update_thread_named_within_limit
@@ -997,7 +1004,11 @@ async def _title_thread(question: str, citations: tuple) -> None:
 
     if (layer := get_data_layer()) is not None:
         name = render.thread_title(question, citations)
-        await layer.update_thread(cl.context.session.thread_id, name=name)
+        thread_id = cl.context.session.thread_id
+        _TITLES[thread_id] = name
+        while len(_TITLES) > _MAX_TITLES:
+            _TITLES.pop(next(iter(_TITLES)))
+        await layer.update_thread(thread_id, name=name)
 
 
 def _handoff_action(answer_metadata: dict | None = None) -> cl.Action:
