@@ -219,13 +219,18 @@ def _data_layer() -> Any:
     update_thread = layer.update_thread
     limit = SETTINGS.security.max_thread_name_chars
 
+    naming = asyncio.Lock()
+
     async def update_thread_named_within_limit(*args: Any, **kwargs: Any) -> Any:
+        if not isinstance(kwargs.get("name"), str):
+            return await update_thread(*args, **kwargs)
         # Chainlit names a conversation after its whole first message, in a background task
-        # that a quick answer can beat: the title given by _title_thread stays.
+        # that may run before or after _title_thread: the title given there stays. Named
+        # updates go one at a time, so the later call is also the later write.
         thread_id = args[0] if args else kwargs.get("thread_id")
-        if isinstance(kwargs.get("name"), str):
+        async with naming:
             kwargs["name"] = _TITLES.get(thread_id) or render.collapse(kwargs["name"], limit)
-        return await update_thread(*args, **kwargs)
+            return await update_thread(*args, **kwargs)
 
     layer.update_thread = update_thread_named_within_limit
     return layer
