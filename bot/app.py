@@ -202,6 +202,8 @@ def _serve_local_only() -> None:
 _serve_local_only()
 
 
+# Seconds a reply waits for its conversation's title to be written (see _title_thread).
+TITLE_WAIT_S = 1.0
 # Titles this process gave conversations (thread id -> title), newest last, bounded.
 _TITLES: dict[str, str] = {}
 _MAX_TITLES = 10_000
@@ -219,18 +221,30 @@ def _data_layer() -> Any:
     update_thread = layer.update_thread
     limit = SETTINGS.security.max_thread_name_chars
 
-    naming = asyncio.Lock()
+    # One lock per conversation being named, with how many calls hold or await it: dropped
+    # when none does.
+    naming: dict[Any, tuple[asyncio.Lock, list[int]]] = {}
 
     async def update_thread_named_within_limit(*args: Any, **kwargs: Any) -> Any:
         if not isinstance(kwargs.get("name"), str):
             return await update_thread(*args, **kwargs)
         # Chainlit names a conversation after its whole first message, in a background task
-        # that may run before or after _title_thread: the title given there stays. Named
-        # updates go one at a time, so the later call is also the later write.
+        # that may run before or after _title_thread: the title given there stays. A
+        # conversation's named updates go one at a time, so the later call is also the
+        # later write. Per conversation: one lock for all of them queued every new
+        # conversation's first answer behind the others' writes (10-14 s for each tab of
+        # a failed replica arriving at once).
         thread_id = args[0] if args else kwargs.get("thread_id")
-        async with naming:
-            kwargs["name"] = _TITLES.get(thread_id) or render.collapse(kwargs["name"], limit)
-            return await update_thread(*args, **kwargs)
+        lock, users = naming.setdefault(thread_id, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                kwargs["name"] = _TITLES.get(thread_id) or render.collapse(kwargs["name"], limit)
+                return await update_thread(*args, **kwargs)
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del naming[thread_id]
 
     layer.update_thread = update_thread_named_within_limit
     return layer
@@ -1013,7 +1027,24 @@ async def _title_thread(question: str, citations: tuple) -> None:
         _TITLES[thread_id] = name
         while len(_TITLES) > _MAX_TITLES:
             _TITLES.pop(next(iter(_TITLES)))
+        # The reply ends ("task end": the chat shows the thumbs and takes the next
+        # message) once the title is written or TITLE_WAIT_S has passed; the write goes on
+        # in the background. Awaited in full, it queued behind Chainlit's own history
+        # writes under load: up to 15 s for a conversation's first answer, which is the
+        # follow-up of every tab a failed replica left. Not awaited at all, nothing slowed
+        # a burst of new conversations and Chainlit's pool timed out their history writes.
+        # _TITLES already holds the name, so Chainlit's own naming call writes it too.
+        task = asyncio.create_task(_write_title(layer, thread_id, name))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+        await asyncio.wait({task}, timeout=TITLE_WAIT_S)
+
+
+async def _write_title(layer: Any, thread_id: str, name: str) -> None:
+    try:
         await layer.update_thread(thread_id, name=name)
+    except Exception as exc:  # noqa: BLE001 - a title not stored loses nothing else
+        log.warning("Could not name conversation %s: %s", thread_id, exc)
 
 
 def _handoff_action(answer_metadata: dict | None = None) -> cl.Action:
