@@ -109,11 +109,10 @@ def index_dir(real_bot: Any, real_index_dir: Path) -> Path:
     return real_index_dir
 
 
-def _merchant_server(tmp: Path, index_dir: Path, rate_limit: str) -> Iterator[ChatServer]:
-    env = {
-        "SUPPORTBOT_CHAT__AGENT_PROFILE": "false",
-        "SUPPORTBOT_CHAT__RATE_LIMIT_PER_MINUTE": rate_limit,
-    }
+def merchant_server(tmp: Path, index_dir: Path, **chat: str) -> Iterator[ChatServer]:
+    """A merchant instance with the given ``SUPPORTBOT_CHAT__*`` settings (lower-case names)."""
+    env = {"SUPPORTBOT_CHAT__AGENT_PROFILE": "false"}
+    env.update({f"SUPPORTBOT_CHAT__{name.upper()}": value for name, value in chat.items()})
     server = _spawn(tmp, index_dir, env)
     try:
         yield server
@@ -124,7 +123,9 @@ def _merchant_server(tmp: Path, index_dir: Path, rate_limit: str) -> Iterator[Ch
 @pytest.fixture(scope="module")
 def load_server(tmp_path_factory: pytest.TempPathFactory, index_dir: Path) -> Iterator[ChatServer]:
     """A merchant instance whose rate limit a load run does not reach."""
-    yield from _merchant_server(tmp_path_factory.mktemp("load"), index_dir, LOAD_RATE_LIMIT)
+    yield from merchant_server(
+        tmp_path_factory.mktemp("load"), index_dir, rate_limit_per_minute=LOAD_RATE_LIMIT
+    )
 
 
 def _sqlite_state(db_path: Path) -> tuple[str, str, set[str]]:
@@ -663,7 +664,9 @@ def limited_server(
     tmp_path_factory: pytest.TempPathFactory, index_dir: Path
 ) -> Iterator[ChatServer]:
     """A merchant instance allowing 3 messages per session and minute."""
-    yield from _merchant_server(tmp_path_factory.mktemp("limited"), index_dir, "3")
+    yield from merchant_server(
+        tmp_path_factory.mktemp("limited"), index_dir, rate_limit_per_minute="3"
+    )
 
 
 @pytest.mark.model

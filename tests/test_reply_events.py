@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_load import ChatServer, _spawn, _stop
+from tests.test_load import ChatServer, merchant_server
 from tests.test_security import Tab
 
 
@@ -24,29 +24,21 @@ def index_dir(real_bot: Any, real_index_dir: Path) -> Path:
     return real_index_dir
 
 
-def _server(tmp: Path, index_dir: Path, show_loading_after_s: str) -> Iterator[ChatServer]:
-    env = {
-        "SUPPORTBOT_CHAT__AGENT_PROFILE": "false",
-        "SUPPORTBOT_CHAT__SHOW_LOADING_AFTER_S": show_loading_after_s,
-    }
-    server = _spawn(tmp, index_dir, env)
-    try:
-        yield server
-    finally:
-        _stop(server)
-
-
 @pytest.fixture(scope="module")
 def default_server(
     tmp_path_factory: pytest.TempPathFactory, index_dir: Path
 ) -> Iterator[ChatServer]:
-    yield from _server(tmp_path_factory.mktemp("events-default"), index_dir, "0.3")
+    yield from merchant_server(
+        tmp_path_factory.mktemp("events-default"), index_dir, show_loading_after_s="0.3"
+    )
 
 
 @pytest.fixture(scope="module")
 def eager_server(tmp_path_factory: pytest.TempPathFactory, index_dir: Path) -> Iterator[ChatServer]:
     # Every reply counts as slow: the loading signal comes before anything else.
-    yield from _server(tmp_path_factory.mktemp("events-eager"), index_dir, "0")
+    yield from merchant_server(
+        tmp_path_factory.mktemp("events-eager"), index_dir, show_loading_after_s="0"
+    )
 
 
 async def _reply_events(url: str, question: str) -> list[tuple[str, Any]]:
