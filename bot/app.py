@@ -44,7 +44,7 @@ from bot import chat_render as render
 from bot.answer_types import DraftStyle, Turn
 from bot.config import REPO_ROOT, Settings, load_settings
 from bot.persistence import DatabaseError, create_schema_async, describe_error, make_data_layer
-from bot.shared_state import SharedState, open_shared_state
+from bot.shared_state import KeyedLocks, SharedState, open_shared_state
 from bot.web_guard import (
     MESSAGE_REFUSED,
     NOT_YOURS,
@@ -221,9 +221,7 @@ def _data_layer() -> Any:
     update_thread = layer.update_thread
     limit = SETTINGS.security.max_thread_name_chars
 
-    # One lock per conversation being named, with how many calls hold or await it: dropped
-    # when none does.
-    naming: dict[Any, tuple[asyncio.Lock, list[int]]] = {}
+    naming = KeyedLocks()
 
     async def update_thread_named_within_limit(*args: Any, **kwargs: Any) -> Any:
         if not isinstance(kwargs.get("name"), str):
@@ -235,16 +233,9 @@ def _data_layer() -> Any:
         # conversation's first answer behind the others' writes (10-14 s for each tab of
         # a failed replica arriving at once).
         thread_id = args[0] if args else kwargs.get("thread_id")
-        lock, users = naming.setdefault(thread_id, (asyncio.Lock(), [0]))
-        users[0] += 1
-        try:
-            async with lock:
-                kwargs["name"] = _TITLES.get(thread_id) or render.collapse(kwargs["name"], limit)
-                return await update_thread(*args, **kwargs)
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                del naming[thread_id]
+        async with naming(thread_id):
+            kwargs["name"] = _TITLES.get(thread_id) or render.collapse(kwargs["name"], limit)
+            return await update_thread(*args, **kwargs)
 
     layer.update_thread = update_thread_named_within_limit
     return layer

@@ -603,7 +603,6 @@ class HybridRetriever:
             "keyword": best_keyword,
             "known": self.known_share_of(f"{query} {context}".strip()),
             "uncovered": float(len(uncovered)),
-            "problem": float(self.reports_problem(query)),
             "general": float(self.asks_general_fact(query)),
         }
         outcome, reason = self._decide(signals, bool(context))

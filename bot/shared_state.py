@@ -39,6 +39,20 @@ RATE_WINDOW_S = 60.0
 KEEP_BUILDS = 3
 
 
+class KeyedLocks:
+    """One ``asyncio.Lock`` per key, kept only while some task holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[Any, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def __call__(self, key: Any) -> asyncio.Lock:
+        """The lock of ``key`` (the caller's reference keeps it alive while it waits)."""
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+
 class SharedState:
     """Conversation state, rate-limit counters and published index builds in one database."""
 
@@ -49,9 +63,7 @@ class SharedState:
         # keeps the waiting out of the connection pool. Without it, a busy key (every
         # merchant behind one office address) held every pooled connection waiting for
         # its lock, and conversation reads and saves timed out behind them.
-        self._client_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        self._client_lock = KeyedLocks()
 
     async def close(self) -> None:
         """Close the connection pool."""
@@ -103,10 +115,7 @@ class SharedState:
             0 when admitted (and counted); otherwise the seconds until the oldest message
             of the window leaves it, when the client may send again.
         """
-        lock = self._client_locks.get(client)
-        if lock is None:
-            lock = self._client_locks[client] = asyncio.Lock()
-        async with lock:
+        async with self._client_lock(client):
             return await self._admit(client, limit, time.time() if now is None else now)
 
     async def _admit(self, client: str, limit: int, now: float) -> float:

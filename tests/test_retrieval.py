@@ -386,7 +386,7 @@ def test_problem_reports_and_general_fact_questions_are_told_apart(question, pro
 
 def _signals(**given: float) -> dict[str, float]:
     base = {"dense": 0.5, "keyword": 0.5, "known": 1.0, "uncovered": 0.0}
-    return {"problem": 0.0, "general": 0.0, **base, **given}
+    return {"general": 0.0, **base, **given}
 
 
 def test_near_miss_and_general_fact_bars(fake_retriever):

@@ -13,7 +13,7 @@ from langchain_core.embeddings import DeterministicFakeEmbedding
 from bot.index_watch import check_for_new_build
 from bot.persistence import create_schema_async
 from bot.service import SupportBot, index_config
-from bot.shared_state import RATE_WINDOW_S, open_shared_state, publish_saved_build
+from bot.shared_state import RATE_WINDOW_S, KeyedLocks, open_shared_state, publish_saved_build
 from ingest.index import current_build, ingest
 from tests.conftest import CORPUS, make_settings
 
@@ -222,3 +222,26 @@ async def test_the_gatekeeper_and_the_shared_state_share_one_pool_of_the_configu
         assert results == [None] * 12 + [0.0] * 12
     finally:
         await store.close()
+
+
+async def test_keyed_locks_serialise_one_key_only_and_are_dropped_when_unused() -> None:
+    import gc
+
+    locks = KeyedLocks()
+    inside = {"a": 0, "b": 0}
+    most_a, b_beside_a = 0, False
+
+    async def hold(key: str) -> None:
+        nonlocal most_a, b_beside_a
+        async with locks(key):
+            inside[key] += 1
+            most_a = max(most_a, inside["a"])
+            b_beside_a = b_beside_a or (inside["a"] > 0 and inside["b"] > 0)
+            await asyncio.sleep(0.01)
+            inside[key] -= 1
+
+    await asyncio.gather(*(hold("a") for _ in range(5)), hold("b"))
+    assert most_a == 1  # one holder of "a" at a time
+    assert b_beside_a  # "b" did not wait for "a"
+    gc.collect()
+    assert len(locks._locks) == 0  # no lock kept once nobody holds or awaits it
