@@ -945,13 +945,11 @@ async def _rate_limit_wait() -> float:
     chat = SETTINGS.chat
     conversation, address = _client_keys()
 
-    async def admit(shared: SharedState) -> float:
-        wait = await shared.admit(conversation, chat.rate_limit_per_minute)
-        if wait:
-            return wait
-        return await shared.admit(address, chat.rate_limit_per_address_per_minute)
-
-    wait = await _shared_call("rate limit", admit)
+    limits = {
+        conversation: chat.rate_limit_per_minute,
+        address: chat.rate_limit_per_address_per_minute,
+    }
+    wait = await _shared_call("rate limit", lambda shared: shared.admit_all(limits))
     if wait is not None:
         return wait
     wait, times = render.rate_limit(

@@ -166,6 +166,8 @@ SCHEMA_LOCK_KEY = 7_201_326_517
 
 # Seconds a SQLite writer waits for a lock before failing ("database is locked").
 SQLITE_BUSY_TIMEOUT_S = 15
+# Seconds a statement may wait for the process's one SQLite connection before failing.
+SQLITE_POOL_TIMEOUT_S = 60
 # Tries at creating the schema on SQLite, where concurrent creators can fail at once.
 SQLITE_SCHEMA_ATTEMPTS = 10
 # Seconds a feedback may take to be stored, its thread waited for and failed attempts
@@ -229,13 +231,21 @@ def engine_options(url: str, pool_size: int = 5) -> dict[str, Any]:
     """Keyword arguments for ``create_async_engine``: driver arguments and pool size.
 
     ``pool_size`` is the connections one process keeps open to PostgreSQL (as many again
-    may be opened under bursts); SQLite keeps SQLAlchemy's own pool.
+    may be opened under bursts); an engine on SQLite keeps one connection.
     """
     options: dict[str, Any] = {"connect_args": connect_args(url)}
     if not is_sqlite(url):
         # pool_pre_ping: a connection the server dropped (restart, failover) is replaced
         # instead of failing the next query.
         options.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    else:
+        # SQLite has one writer at a time. Several connections of one process only wait
+        # for each other in SQLite's busy handler, which sleeps in steps of up to 100 ms
+        # whatever frees the lock sooner, and every overflow connection was a new thread
+        # opened and closed per burst. One connection queues the process's statements in
+        # the pool instead: 50 chat sessions' replies waited 1.3 s at the rate check with
+        # the stock pool (5 + 10 overflow per engine, two engines); see README.
+        options.update(pool_size=1, max_overflow=0, pool_timeout=SQLITE_POOL_TIMEOUT_S)
     return options
 
 
@@ -425,6 +435,7 @@ def make_data_layer(
     Call :func:`create_schema` (or :func:`create_schema_async`) before first use.
     """
     from chainlit.data.sql_alchemy import SQLAlchemyDataLayer
+    from chainlit.data.utils import queue_until_user_message
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.orm import sessionmaker
 
@@ -437,7 +448,68 @@ def make_data_layer(
         """
 
         async def execute_sql(self, query: str, parameters: dict) -> Any:
-            return await super().execute_sql(query, utf8_safe_data(parameters))
+            # The stock method's transaction and results (rows as dicts, else the row
+            # count; None after an error, logged), on a plain connection instead of an ORM
+            # session: every step of every reply is written through here, and the session's
+            # bookkeeping was a third of the chat server's CPU under load.
+            try:
+                async with self.engine.begin() as conn:
+                    result = await conn.execute(text(query), utf8_safe_data(parameters))
+                    if result.returns_rows:
+                        return self.clean_result([dict(row._mapping) for row in result])
+                    return result.rowcount
+            except Exception as exc:  # noqa: BLE001 - the stock layer's contract: logged
+                log.warning("Chat history statement failed: %s", describe_error("", exc))
+                return None
+
+        async def _ensure_thread(self, conn: Any, thread_id: str) -> None:
+            # What the stock update_thread(thread_id) writes for a conversation not yet
+            # stored (its id, creation time and empty metadata), and nothing if it is.
+            await conn.execute(
+                text(
+                    'INSERT INTO threads ("id", "createdAt", "metadata") '
+                    'VALUES (:id, :createdAt, :metadata) ON CONFLICT ("id") DO NOTHING'
+                ),
+                {
+                    "id": thread_id,
+                    "createdAt": await self.get_current_timestamp(),
+                    "metadata": "{}",
+                },
+            )
+
+        @queue_until_user_message()
+        async def create_step(self, step_dict: Any) -> None:
+            # The stock statement in one transaction with the conversation's row: the stock
+            # method first read the thread in a transaction of its own, two per step and
+            # five steps a reply (the merchant's message, the run, the answer, the run's
+            # update), all in a row on SQLite's one connection.
+            if "showInput" in step_dict:
+                step_dict["showInput"] = str(step_dict.get("showInput", "")).lower()
+            params = {
+                key: value
+                for key, value in step_dict.items()
+                if value is not None and not (isinstance(value, dict) and not value)
+            }
+            params["metadata"] = json.dumps(step_dict.get("metadata", {}))
+            params["generation"] = json.dumps(step_dict.get("generation", {}))
+            params = utf8_safe_data(params)
+            columns = ", ".join(f'"{key}"' for key in params)
+            values = ", ".join(f":{key}" for key in params)
+            updates = ", ".join(f'"{key}" = :{key}' for key in params if key != "id")
+            upsert = text(
+                f"INSERT INTO steps ({columns}) VALUES ({values}) "
+                f'ON CONFLICT ("id") DO UPDATE SET {updates}'
+            )
+            try:
+                async with self.engine.begin() as conn:
+                    await self._ensure_thread(conn, step_dict["threadId"])
+                    await conn.execute(upsert, params)
+            except Exception as exc:  # noqa: BLE001 - as the stock method: logged
+                log.warning(
+                    "Chat history step %s not stored: %s",
+                    step_dict.get("id"),
+                    describe_error("", exc),
+                )
 
         async def create_element(self, element: Any) -> Any:
             # Chainlit writes an answer's sources in tasks of their own, which may run
@@ -446,7 +518,8 @@ def make_data_layer(
             # later (or on another replica) had lost its sources. Creating the row first
             # is what the stock layer already does for steps.
             if element.for_id and element.thread_id:
-                await self.update_thread(element.thread_id)
+                async with self.engine.begin() as conn:
+                    await self._ensure_thread(conn, element.thread_id)
             return await super().create_element(element)
 
         async def upsert_feedback(self, feedback: Any) -> str:
@@ -507,8 +580,13 @@ def make_data_layer(
         connect_args=connect_args(url),
         storage_provider=_inline_storage_client(),
     )
-    # The stock layer builds its engine with default pool arguments; use ours.
-    layer.engine = make_engine(url, pool_size)
+    # The stock layer builds its engine with default pool arguments; use ours. On SQLite
+    # the server's own engine is shared, so the process has one connection (see
+    # engine_options).
+    if feedback_engine is not None and is_sqlite(url):
+        layer.engine = feedback_engine
+    else:
+        layer.engine = make_engine(url, pool_size)
     layer.async_session = sessionmaker(  # type: ignore[call-overload]
         bind=layer.engine, expire_on_commit=False, class_=AsyncSession
     )

@@ -17,6 +17,7 @@ by URL (PostgreSQL serialises a client's rate-limit check with an advisory lock)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -115,32 +116,54 @@ class SharedState:
             0 when admitted (and counted); otherwise the seconds until the oldest message
             of the window leaves it, when the client may send again.
         """
-        async with self._client_lock(client):
-            return await self._admit(client, limit, time.time() if now is None else now)
+        return await self.admit_all({client: limit}, now)
 
-    async def _admit(self, client: str, limit: int, now: float) -> float:
+    async def admit_all(self, limits: dict[str, int], now: float | None = None) -> float:
+        """Count one message against every client of ``limits`` (client -> per minute).
+
+        One transaction: the message is counted for all of them, or, when any is at its
+        limit, for none (a message refused by the address limit no longer uses up the
+        conversation's allowance).
+
+        Returns:
+            0 when admitted; otherwise the longest wait among the clients at their limit.
+        """
+        now = time.time() if now is None else now
+        async with contextlib.AsyncExitStack() as held:
+            # Always in the same order, so two checks sharing clients cannot deadlock.
+            for client in sorted(limits):
+                await held.enter_async_context(self._client_lock(client))
+            return await self._admit(limits, now)
+
+    async def _admit(self, limits: dict[str, int], now: float) -> float:
         since = now - RATE_WINDOW_S
+        wait = 0.0
         async with self.engine.begin() as conn:
-            await self._lock_client(conn, client)
-            await conn.execute(
-                text('DELETE FROM supportbot_rate_events WHERE "client" = :c AND "at" <= :since'),
-                {"c": client, "since": since},
-            )
-            row = (
+            for client in sorted(limits):
+                await self._lock_client(conn, client)
                 await conn.execute(
                     text(
-                        'SELECT COUNT(*), MIN("at") FROM supportbot_rate_events '
-                        'WHERE "client" = :c AND "at" > :since'
+                        'DELETE FROM supportbot_rate_events WHERE "client" = :c AND "at" <= :since'
                     ),
                     {"c": client, "since": since},
                 )
-            ).first()
-            count, oldest = (int(row[0]), row[1]) if row else (0, None)
-            if count >= limit and oldest is not None:
-                return max(float(oldest) + RATE_WINDOW_S - now, 0.001)
+                row = (
+                    await conn.execute(
+                        text(
+                            'SELECT COUNT(*), MIN("at") FROM supportbot_rate_events '
+                            'WHERE "client" = :c AND "at" > :since'
+                        ),
+                        {"c": client, "since": since},
+                    )
+                ).first()
+                count, oldest = (int(row[0]), row[1]) if row else (0, None)
+                if count >= limits[client] and oldest is not None:
+                    wait = max(wait, float(oldest) + RATE_WINDOW_S - now, 0.001)
+            if wait:
+                return wait
             await conn.execute(
                 text('INSERT INTO supportbot_rate_events ("client", "at") VALUES (:c, :now)'),
-                {"c": client, "now": now},
+                [{"c": client, "now": now} for client in sorted(limits)],
             )
         return 0.0
 

@@ -724,3 +724,79 @@ async def test_a_source_written_before_its_conversation_row_is_kept(
     assert thread is not None
     assert thread["name"] == "error 2000637"
     assert [e["name"] for e in thread["elements"]] == ["FORTNOX_CUSTOMER_NAME_EMPTY"]
+
+
+async def test_a_step_is_stored_with_its_conversation_row_in_one_write(
+    db: tuple[str, Path | None],
+) -> None:
+    """A step of a conversation not stored yet creates the row, as the stock layer did.
+
+    The layer writes both in one transaction (the stock method read the thread first in
+    a transaction of its own); what is stored must be what the stock layer stored.
+    """
+    _use_chainlit_context()
+    url, _ = db
+    await create_schema_async(url)
+    layer = make_data_layer(url)
+    thread_id = str(uuid.uuid4())
+    question = _step(
+        thread_id,
+        "user_message",
+        "Fiscal year not available",
+        createdAt="2026-01-01T10:00:00Z",
+        showInput=False,
+    )
+    await layer.create_step(question)
+    rows = await _rows(url, 'SELECT "createdAt", "metadata", "name" FROM threads')
+    assert len(rows) == 1
+    created, metadata, name = rows[0]
+    assert created
+    assert name is None
+    assert (json.loads(metadata) if isinstance(metadata, str) else metadata) == {}
+    # The row is not rewritten by the conversation's later steps, nor a name lost.
+    await layer.update_thread(thread_id, name="Fiscal year not available")
+    question["output"] = "Fiscal year not available (edited)"
+    await layer.update_step(question)
+    await layer.create_step(
+        _step(thread_id, "assistant_message", "answer", createdAt="2026-01-01T10:00:01Z")
+    )
+    thread = await layer.get_thread(thread_id)
+    await layer.close()
+    assert thread is not None
+    assert thread["name"] == "Fiscal year not available"
+    assert thread["createdAt"] == created
+    steps = {s["id"]: s for s in thread["steps"]}
+    assert len(steps) == 2
+    assert steps[question["id"]]["output"] == "Fiscal year not available (edited)"
+    assert steps[question["id"]]["showInput"] == "false"
+
+
+async def test_a_failed_step_write_is_logged_not_raised(
+    db: tuple[str, Path | None], caplog: pytest.LogCaptureFixture
+) -> None:
+    """As with the stock layer, a step that cannot be stored does not fail the reply."""
+    _use_chainlit_context()
+    url, _ = db
+    await create_schema_async(url)
+    layer = make_data_layer(url)
+    broken = _step("not-a-uuid", "user_message", "hello", createdAt="2026-01-01T10:00:00Z")
+    broken["name"] = None  # NOT NULL in the schema
+    await layer.create_step(broken)
+    assert await layer.execute_sql("SELECT nonsense FROM nowhere", {}) is None
+    await layer.close()
+    assert "not stored" in caplog.text
+    assert "statement failed" in caplog.text
+
+
+def test_sqlite_engines_keep_one_connection() -> None:
+    """One SQLite connection per engine, a sized pool on PostgreSQL.
+
+    Several SQLite connections of one process only wait for each other in SQLite's busy
+    handler (sleeps of up to 100 ms).
+    """
+    from bot.persistence import engine_options
+
+    sqlite = engine_options("sqlite+aiosqlite:////tmp/x/chat.db", pool_size=8)
+    assert (sqlite["pool_size"], sqlite["max_overflow"]) == (1, 0)
+    pg = engine_options("postgresql+asyncpg://u@h/db", pool_size=8)
+    assert (pg["pool_size"], pg["max_overflow"]) == (8, 8)

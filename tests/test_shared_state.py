@@ -76,6 +76,51 @@ async def test_the_rate_limit_holds_across_replicas(database_url: str) -> None:
         await b.close()
 
 
+async def test_a_message_is_counted_against_all_its_limits_or_none(database_url: str) -> None:
+    a, b = await _two_replicas(database_url)
+    try:
+        now = 1_000_000.0
+        office = "address:10.0.0.9"
+        assert await a.admit_all({"session:x": 2, office: 3}, now) == 0
+        assert await b.admit_all({"session:x": 2, office: 3}, now + 1) == 0
+        # The conversation is at its limit: refused, and the address is not counted.
+        assert await a.admit_all({"session:x": 2, office: 3}, now + 2) == pytest.approx(
+            RATE_WINDOW_S - 2
+        )
+        assert await b.admit_all({"session:y": 5, office: 3}, now + 3) == 0
+        # Now the address is at its limit: a new conversation behind it is refused and
+        # not counted, so alone it still has its whole allowance.
+        assert await a.admit_all({"session:z": 5, office: 3}, now + 4) == pytest.approx(
+            RATE_WINDOW_S - 4
+        )
+        assert [await b.admit("session:z", 5, now + 5 + i) for i in range(5)] == [0] * 5
+        # Both at their limits: the longer wait.
+        assert await a.admit_all({"session:x": 2, office: 3}, now + 10) == pytest.approx(
+            RATE_WINDOW_S - 10
+        )
+        assert await a.admit_all({"session:z": 5, office: 3}, now + 10) == pytest.approx(
+            RATE_WINDOW_S - 10 + 5
+        )
+
+        # Checks sharing a client, on both replicas at once, with their clients named in
+        # either order: none waits on another for ever, and exactly the limit gets through.
+        later = now + 1000
+        checks = [
+            s.admit_all(
+                {f"session:{n}": 100, "address:shared": 6}
+                if n % 2
+                else {"address:shared": 6, f"session:{n}": 100},
+                later,
+            )
+            for n, s in enumerate((a, b) * 10)
+        ]
+        results = await asyncio.wait_for(asyncio.gather(*checks), 60)
+        assert sum(1 for w in results if w == 0) == 6
+    finally:
+        await a.close()
+        await b.close()
+
+
 # -- live index reload -------------------------------------------------------------------------
 
 
