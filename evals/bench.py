@@ -142,9 +142,18 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def bench_concurrency(
-    index_dir: Path, mode: str, sessions: Sequence[int], questions: int, ramp_up_s: float
+    index_dir: Path,
+    mode: str,
+    sessions: Sequence[int],
+    questions: int,
+    ramp_up_s: float,
+    think_s: float = 0.0,
 ) -> dict[str, dict[str, Any]]:
-    """Start a chat server retrieving with ``mode`` and run a load per session count."""
+    """Start a chat server retrieving with ``mode`` and run a load per session count.
+
+    ``think_s`` is the pause of each session between an answer and its next question (0:
+    back to back, as many answers as the server can give).
+    """
     from bot.app import chat_command, chat_environment
     from evals.load import feedback_problems, run_load
 
@@ -183,7 +192,14 @@ def bench_concurrency(
                     time.sleep(0.5)
             out: dict[str, dict[str, Any]] = {}
             for n in sessions:
-                result = run_load(url, n, questions, ramp_up_s=ramp_up_s, overall_timeout=300)
+                result = run_load(
+                    url,
+                    n,
+                    questions,
+                    ramp_up_s=ramp_up_s,
+                    think_s=think_s,
+                    overall_timeout=300 + questions * think_s,
+                )
                 # The guarantees tests/test_load.py checks at a smaller size, at full size:
                 # every acknowledged feedback stored with its answer, one thread per session.
                 threads: dict[int, set[str | None]] = {s: set() for s in range(n)}
@@ -215,6 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--session-questions", type=int, default=20)
     parser.add_argument(
+        "--think",
+        type=float,
+        default=3.0,
+        help="Seconds each session of the paced run reads an answer before asking again "
+        "(0: no paced run).",
+    )
+    parser.add_argument(
         "--ramp-up",
         type=float,
         default=5.0,
@@ -236,6 +259,14 @@ def main(argv: list[str] | None = None) -> int:
                 concurrency[mode] = bench_concurrency(
                     index_dir, mode, args.sessions, args.session_questions, args.ramp_up
                 )
+        paced = {}
+        if args.sessions and args.think:
+            # The same sessions asking as people do, reading each answer first: what they
+            # wait for when the server is not asked for more than it can give.
+            top = [max(args.sessions)]
+            paced = bench_concurrency(
+                index_dir, "hybrid", top, args.session_questions, args.ramp_up, args.think
+            )
 
     dense_p50, dense_p95 = warm["dense"]["p50_ms"], warm["dense"]["p95_ms"]
     results = {
@@ -254,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             for mode, w in warm.items()
         },
         "concurrency": concurrency,
+        "paced": {"think_s": args.think, "hybrid": paced},
         "bench_self_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     checks = {
@@ -303,6 +335,23 @@ def main(argv: list[str] | None = None) -> int:
                     f"(x{r['first_token_p95_s'] / dense['first_token_p95_s']:.2f} vs dense), "
                     f"errors {r['errors']}, feedback problems {r['feedback_problems']}, "
                     f"server peak RSS {r['server_peak_rss_mb']:.0f} MB",
+                )
+            )
+    for n, r in paced.items():
+        rows.append(
+            (
+                f"{n} sessions, hybrid, {args.think:g} s reading each answer: p50 / p95",
+                f"{r['latency_p50_s']:.2f} / {r['latency_p95_s']:.2f} s",
+                f"{r['answers_per_s']:.1f} answers a second, errors {r['errors']}",
+            )
+        )
+    for mode, runs in concurrency.items():
+        for n, r in runs.items():
+            rows.append(
+                (
+                    f"{n} sessions back to back, {mode}: answers a second",
+                    f"{r['answers_per_s']:.1f}",
+                    "the server's capacity here (the load runs on the same machine)",
                 )
             )
     for mode, w in results["warm"].items():

@@ -514,6 +514,7 @@ async def _run_session(
     on_feedback: Callable[[Exchange], None] | None,
     start_delay: float = 0.0,
     connect_timeout: float = CONNECT_TIMEOUT_S,
+    think_s: float = 0.0,
 ) -> None:
     await asyncio.sleep(start_delay)
     session = ChatSession(
@@ -526,6 +527,8 @@ async def _run_session(
             result.session_errors.append(f"session {number}: connect failed: {exc!r}")
             return
         for index, question in enumerate(questions):
+            if index and think_s:
+                await asyncio.sleep(think_s)  # reading the answer before asking again
             exchange = Exchange(number, index, question, str(uuid.uuid4()))
             result.exchanges.append(exchange)
             try:
@@ -570,6 +573,7 @@ async def run_load_async(
     on_feedback: Callable[[Exchange], None] | None = None,
     ramp_up_s: float = 0.0,
     connect_timeout: float = CONNECT_TIMEOUT_S,
+    think_s: float = 0.0,
 ) -> LoadResult:
     """:func:`run_load` in a running event loop."""
     if sessions < 1 or questions < 1:
@@ -578,7 +582,7 @@ async def run_load_async(
     if overall_timeout is None:
         # Every question may take its full timeout, plus time to connect.
         overall_timeout = (
-            ramp_up_s + connect_timeout + questions * (question_timeout + HTTP_TIMEOUT_S)
+            ramp_up_s + connect_timeout + questions * (question_timeout + HTTP_TIMEOUT_S + think_s)
         )
     result = LoadResult(url=url.rstrip("/"), sessions=sessions, questions=questions)
     tasks = []
@@ -597,6 +601,7 @@ async def run_load_async(
             on_feedback=on_feedback,
             start_delay=ramp_up_s * number / sessions,
             connect_timeout=connect_timeout,
+            think_s=think_s,
         )
         tasks.append(asyncio.create_task(coro))
     started = time.perf_counter()
@@ -630,6 +635,7 @@ def run_load(
     on_feedback: Callable[[Exchange], None] | None = None,
     ramp_up_s: float = 0.0,
     connect_timeout: float = CONNECT_TIMEOUT_S,
+    think_s: float = 0.0,
 ) -> LoadResult:
     """Run ``sessions`` concurrent chat sessions of ``questions`` questions each.
 
@@ -651,6 +657,8 @@ def run_load(
         ramp_up_s: Spread the sessions' starts evenly over this many seconds; 0 opens
             them all at once (the worst case: see the note on connect bursts above).
         connect_timeout: Seconds a session may take to connect and run on_chat_start.
+        think_s: Seconds each session waits after an answer (and its rating) before
+            its next question, as a merchant reads it; 0 asks back to back.
 
     Returns:
         The :class:`LoadResult`; nothing raises for server-side failures, they are errors.
@@ -669,6 +677,7 @@ def run_load(
             on_feedback=on_feedback,
             ramp_up_s=ramp_up_s,
             connect_timeout=connect_timeout,
+            think_s=think_s,
         )
     )
 
@@ -725,6 +734,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ramp-up", type=float, default=0.0, help="seconds over which sessions start (0: at once)"
     )
+    parser.add_argument(
+        "--think",
+        type=float,
+        default=0.0,
+        help="seconds each session waits after an answer before its next question (0: back "
+        "to back)",
+    )
     parser.add_argument("--no-feedback", action="store_true", help="skip thumbs up/down")
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help="chat profile to select")
     parser.add_argument("--json", type=Path, help="write summary and every exchange here")
@@ -746,6 +762,7 @@ def main(argv: list[str] | None = None) -> int:
         feedback=not args.no_feedback,
         profile=args.profile or None,
         ramp_up_s=args.ramp_up,
+        think_s=args.think,
     )
     problems = feedback_problems(args.database_url, result) if args.database_url else []
     result.session_errors.extend(problems)

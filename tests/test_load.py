@@ -187,6 +187,15 @@ def test_concurrent_sessions_are_answered_and_every_acknowledged_feedback_is_sto
     assert len(set.union(*threads.values())) == LOAD_SESSIONS
 
 
+def test_paced_sessions_read_each_answer_before_asking_again(load_server: ChatServer) -> None:
+    """``think_s`` (the bench's paced run) waits between an answer and the next question."""
+    result = run_load(load_server.url, 2, 3, think_s=0.6, feedback=False, overall_timeout=60)
+    assert result.errors == []
+    assert len(result.answered) == 6
+    # Two pauses per session; the sessions pause side by side.
+    assert result.wall_s >= 1.2
+
+
 @pytest.mark.model
 def test_hostile_inputs_through_the_running_server_get_their_outcome(
     load_server: ChatServer, real_bot: Any, merchant_source: Callable[[str], str]
