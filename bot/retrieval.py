@@ -66,6 +66,8 @@ _TOPIC_FREE = frozenset(
     replies replied answers answered answering responds responded
     roughly approximately around about nearly almost exactly circa some several whole single
     every none each suddenly
+    overnight lunch lunchtime breakfast tonight anymore completely entirely totally
+    altogether certain particular
     """.split()
 )
 # Words that report something going wrong: a question with one is about a problem, never
@@ -89,6 +91,21 @@ _FACT_QUESTION = re.compile(
 _SAME_WORDS = frozenset(
     "same thing things case happens happen there too instead else business one net".split()
 )
+# A question asking whether something got across ("did yesterday's orders make it across?",
+# "has order 5521 landed yet?") without reporting a problem asks how to check a sync's
+# status: the knowledge base answers "did it sync?" with where to look.
+_STATUS_QUESTION = re.compile(
+    r"^\s*(?:did|has|have|had|was|were)\b"
+    r"|\b(?:see|tell|know|check|confirm|verify|find\s+out|sure)\s+(?:whether|if|that)\b",
+    re.IGNORECASE,
+)
+_SYNC_STATE_WORDS = frozenset(
+    """
+    sync synced syncs arrive arrived arrives created exported imported transferred reached
+    received sent posted
+    """.split()
+)
+STATUS_TERMS = "how do I check if it has been synced, sync status"
 _PEOPLE = frozenset(
     """
     i i'm im i've ive me my mine we we're our ours us you your yours junipeer merchant
@@ -551,6 +568,11 @@ class HybridRetriever:
         # and the terms the maintainers' synonyms map them to; the English-only MiniLM model
         # gets the English rendering, synonyms included.
         searched = self.synonyms.expand(query)
+        if self.asks_sync_status(searched):
+            # Where the data should have gone is not the topic: the system-specific entries
+            # are problems, and a status question reports none.
+            searched = " ".join(w for w in _words(searched) if w not in self._system_words)
+            searched = f"{searched} ({STATUS_TERMS})"
         tokens = self._search_tokens(expand_query(searched))
         dense, bm25 = self._entry_scores(translate_query(searched), tokens)
         if context:
@@ -694,6 +716,14 @@ class HybridRetriever:
     def reports_problem(text: str) -> bool:
         """True when the question reports something going wrong ("every sync fails")."""
         return any(w in _PROBLEM_WORDS for w in _WORD_RE.findall(normalize_text(text)))
+
+    @staticmethod
+    def asks_sync_status(text: str) -> bool:
+        """True when the question asks whether something synced and reports no problem."""
+        if not _STATUS_QUESTION.search(normalize_text(text)):
+            return False
+        words = set(_WORD_RE.findall(normalize_text(text)))
+        return bool(words & _SYNC_STATE_WORDS) and not HybridRetriever.reports_problem(text)
 
     @staticmethod
     def asks_general_fact(text: str) -> bool:
