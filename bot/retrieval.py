@@ -105,6 +105,17 @@ _SYNC_STATE_WORDS = frozenset(
     received sent posted
     """.split()
 )
+# A report that everything fails ("not one order gets through", "every task fails") and the
+# entries that describe that scope ("all syncs fail", "All syncs stop"): a failure of one
+# record and a failure of everything have different causes.
+_TOTALITY = re.compile(
+    r"\b(?:all|every|everything|nothing|none|whole|entire|entirely|completely"
+    r"|not\s+(?:one|a\s+single|any)|no\s+(?:orders?|syncs?|tasks?|data))\b"
+)
+_TOTAL_FAILURE = re.compile(
+    r"\b(?:all|every)\s+(?:\w+\s+)?(?:syncs?|tasks?)\b[^.]{0,40}?\b(?:fail|stop)", re.IGNORECASE
+)
+TOTAL_FAILURE_TERMS = "all syncs fail at once, stopped syncing"
 STATUS_TERMS = "how do I check if it has been synced, sync status"
 _PEOPLE = frozenset(
     """
@@ -573,6 +584,8 @@ class HybridRetriever:
             # are problems, and a status question reports none.
             searched = " ".join(w for w in _words(searched) if w not in self._system_words)
             searched = f"{searched} ({STATUS_TERMS})"
+        elif self.reports_total_failure(searched):
+            searched = f"{searched} ({TOTAL_FAILURE_TERMS})"
         tokens = self._search_tokens(expand_query(searched))
         dense, bm25 = self._entry_scores(translate_query(searched), tokens)
         if context:
@@ -602,7 +615,14 @@ class HybridRetriever:
         order = [int(p) for p in np.argsort(-fused, kind="stable") if np.isfinite(fused[p])]
         if not order:
             return Retrieval(query, (), True, "nothing matches the filters")
-        best_fused = fused[order[0]]
+        if not context and self.reports_total_failure(searched):
+            # Among the entries that answer about as well as the best (those cited with it),
+            # the ones describing a failure of everything come first.
+            close = [p for p in order if fused[p] >= s.related_ratio * fused[order[0]]]
+            total = [p for p in close if self._describes_total_failure[p]]
+            if total:
+                order = total + [p for p in order if p not in total]
+        best_fused = fused[order].max()  # the best score, whichever entry now comes first
         scale = self._score_scale()
 
         def hit(pos: int) -> Hit:
@@ -716,6 +736,20 @@ class HybridRetriever:
     def reports_problem(text: str) -> bool:
         """True when the question reports something going wrong ("every sync fails")."""
         return any(w in _PROBLEM_WORDS for w in _WORD_RE.findall(normalize_text(text)))
+
+    @cached_property
+    def _describes_total_failure(self) -> list[bool]:
+        """Per entry: does it describe every sync failing at once?"""
+        return [
+            bool(_TOTAL_FAILURE.search(" ".join(filter(None, (e.cause, e.solution, e.text)))))
+            for e in self.entries
+        ]
+
+    @staticmethod
+    def reports_total_failure(text: str) -> bool:
+        """True when the question reports that everything fails ("every task fails")."""
+        text = normalize_text(translate_query(text))
+        return HybridRetriever.reports_problem(text) and bool(_TOTALITY.search(text))
 
     @staticmethod
     def asks_sync_status(text: str) -> bool:
