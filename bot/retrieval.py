@@ -622,6 +622,14 @@ class HybridRetriever:
             total = [p for p in close if self._describes_total_failure[p]]
             if total:
                 order = total + [p for p in order if p not in total]
+        elif not context and self.asks_sync_status(searched):
+            # A status question reports no problem: among the entries as close as the best,
+            # the ones not about a problem (where to check) come before those about one
+            # ("Why are some orders missing …?").
+            close = [p for p in order if fused[p] >= s.related_ratio * fused[order[0]]]
+            calm = [p for p in close if not self.reports_problem(self.entries[p].title)]
+            if calm:
+                order = calm + [p for p in order if p not in calm]
         best_fused = fused[order].max()  # the best score, whichever entry now comes first
         scale = self._score_scale()
 
