@@ -757,7 +757,9 @@ class HybridRetriever:
     def reports_total_failure(text: str) -> bool:
         """True when the question reports that everything fails ("every task fails")."""
         text = normalize_text(translate_query(text))
-        return HybridRetriever.reports_problem(text) and bool(_TOTALITY.search(text))
+        # "error" names a thing as often as it reports one ("a list of all error codes").
+        words = set(_WORD_RE.findall(text)) - {"error", "errors"}
+        return bool(words & _PROBLEM_WORDS) and bool(_TOTALITY.search(text))
 
     @staticmethod
     def asks_sync_status(text: str) -> bool:
