@@ -349,6 +349,9 @@ def test_filter_excludes_exact_hit_of_other_severity(retriever):
         # Everyday words the maintainers' synonyms map onto the documents' words.
         ("Our admin imported the orders yesterday", ()),
         ("How do I cancel my Junipeer subscription?", ("subscription",)),
+        # Time and degree words, and everyday words for something that stopped working.
+        ("all our flows broke overnight and nothing is syncing anymore", ()),
+        ("Junipeer is completely dead since lunch", ()),
     ],
 )
 def test_only_topic_words_the_documents_lack_are_uncovered(fake_retriever, question, uncovered):
@@ -382,6 +385,79 @@ def test_real_words_are_not_corrected_through_their_stems(fake_retriever):
 def test_problem_reports_and_general_fact_questions_are_told_apart(question, problem, general):
     assert HybridRetriever.reports_problem(question) is problem
     assert HybridRetriever.asks_general_fact(question) is general
+
+
+@pytest.mark.parametrize(
+    ("question", "status"),
+    [
+        ("did yesterday's orders make it across to Visma?", True),
+        ("has order 5521 landed in Visma.net yet?", True),
+        ("how can I tell if today's stock update arrived in Centra?", True),
+        ("is there a way to see whether a customer has been created in Fortnox?", True),
+        # A problem reported, or no question whether something synced.
+        ("did the sync fail again?", False),
+        ("why did the orders not sync?", False),
+        ("how do I sync historical data?", False),
+        ("did you get my email?", False),
+    ],
+)
+def test_sync_status_questions_are_told_apart(fake_retriever, question, status):
+    # Asked of the question as searched: with the synonyms' words ("landed" → synced).
+    assert fake_retriever.asks_sync_status(fake_retriever.synonyms.expand(question)) is status
+
+
+@pytest.mark.parametrize(
+    ("question", "total"),
+    [
+        ("Since Monday every single task fails", True),
+        ("not one order has reached Fortnox, the sync stopped", True),
+        ("Ingenting har synkats sedan i går, alla uppgifter misslyckas", True),
+        # One record failing, a question naming errors, or nothing going wrong.
+        ("one order failed with Customer ID not found", False),
+        ("is there a list of all error codes somewhere?", False),
+        ("how do I sync all orders from last year?", False),
+    ],
+)
+def test_reports_of_everything_failing_are_told_apart(question, total):
+    assert HybridRetriever.reports_total_failure(question) is total
+
+
+def test_entries_describing_every_sync_failing_are_known(fake_retriever):
+    described = {
+        e.label
+        for e, total in zip(
+            fake_retriever.entries, fake_retriever._describes_total_failure, strict=True
+        )
+        if total
+    }
+    assert described == {
+        '"Invalid grant"',
+        "Token expiration",
+        "My integration suddenly stopped syncing — what should I check?",
+    }
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    "question",
+    [
+        "did this morning's invoices make it over to Fortnox?",
+        "have the refunds from Friday been synced to Visma.net yet?",
+    ],
+)
+def test_a_sync_status_question_is_answered_with_where_to_check(retriever, question):
+    result = retriever.retrieve(question)
+    assert result.outcome == "answer"
+    assert result.hits[0].entry.title == "How do I check if my data has been synced?"
+
+
+@pytest.mark.model
+def test_a_report_that_everything_fails_is_answered_with_the_outage_entries(retriever):
+    result = retriever.retrieve(
+        "nothing at all has synced to Business Central since Tuesday, every task fails"
+    )
+    assert result.outcome == "answer"
+    assert result.hits[0].entry.title.startswith("My integration suddenly stopped syncing")
 
 
 def _signals(**given: float) -> dict[str, float]:
