@@ -37,38 +37,62 @@ TARGETS = {
     "in_scope_suggest": 0.05,
 }
 # Figures measured on the held-out half at this commit; a change may not make them worse.
-# (With the 13 questions added before the last tuning the held-out half has 140; on its 137
-# older questions hit@1 is 0.913 and in-scope suggest 7/104, as before that tuning.)
+# (The held-out half has 171 questions; its 31 newest, written before the third round of
+# tuning, are the hardest: on the 140 older ones hit@1 is 0.934, found 1.0, in-scope
+# suggest 6/106 and out of scope answered 4/34.)
 HELD_OUT_FLOOR = {
-    "hit@1": 0.9,
-    "found": 0.99,
-    "oos_answered": 0.12,
+    "hit@1": 0.87,
+    "found": 0.96,
+    "oos_answered": 0.25,
     "in_scope_none": 0.0,
-    "in_scope_suggest": 0.08,
-    "fact_recall": 0.9,
+    "in_scope_suggest": 0.11,
+    "fact_recall": 0.91,
 }
-TARGETS_NOT_MET = {"hit@1", "oos_answered", "in_scope_suggest"}
+TARGETS_NOT_MET = {"hit@1", "found", "oos_answered", "in_scope_suggest"}
 
 # id → what happens instead of the expected outcome (see the README's Evals section).
 KNOWN_MISSES = {
+    # in scope, suggested instead of answered
     "code-error-message-2": "suggest (ERROR_MESSAGE suggested first)",
     "faq-contact-2": "suggest (contact FAQ suggested first)",
-    "faq-check-1": "answered from COMMON_FORTNOX_ERRORS_EXPLAINED",
     "faq-custom-1": "suggest (expected FAQ suggested first)",
     "faq-pricing-2": "suggest (pricing FAQ suggested first)",
     "faq-morehelp-2": "suggest (expected FAQ suggested first)",
-    "faq-stopped-monday-1": "answered from the Tips section",
-    "agent-batch-1": "suggest (expected entry suggested first)",
-    "vocab-gbp-1": "answered with FORTNOX_CURRENCY_MISMATCH first",
-    "vocab-made-across-1": "answered from the Visma unit-of-measure entry",
-    "vocab-transferred-1": "suggest (expected FAQ suggested second)",
+    "faq-cache-wipe-1": "suggest (clear-cache FAQ suggested first)",
+    "faq-stopped-red-1": "suggest (stopped-syncing FAQ suggested first)",
+    "agent-quit-working-1": "suggest (stopped-syncing FAQ suggested first)",
     "vocab-push-over-1": "suggest (expected FAQ suggested first)",
-    "vocab-password-changed-1": "suggest (expected entry suggested second)",
+    "niche-sitoo-key-1": "suggest (stopped-syncing FAQ suggested first)",
+    "niche-tripletex-custom-1": "suggest (custom-integrations FAQ suggested first)",
+    "niche-monitor-erp-1": "suggest (custom-integrations FAQ suggested third)",
+    "faq-contact-ring-1": "suggest (contact FAQ not among the suggestions)",
+    "faq-connectors-shipping-1": "suggest (connectors FAQ not among the suggestions)",
+    "niche-pyramid-custom-1": "suggest (custom-integrations FAQ not among the suggestions)",
+    # in scope, answered from another entry first
+    "vocab-gbp-1": "answered with FORTNOX_CURRENCY_MISMATCH first",
+    "faq-pricing-monthly-1": "answered with the multiple-stores billing FAQ first",
+    "faq-history-last-year-1": "answered from FORTNOX_FISCAL_YEAR",
+    "faq-stopped-monday-1": "answered from the Tips section",
+    "faq-stopped-errors-out-1": "answered from the Tips section",
+    "faq-stopped-dead-1": "answered from the Visma json-decode entry",
+    "vocab-end-up-1": "answered from the Shopify draft-orders entry",
+    # out of scope, answered
     "oos-related-11": "answered from the clear-cache FAQ",
     "near-miss-nonprofit-1": "answered from the pricing FAQ",
     "near-miss-email-1": "answered from the contact FAQ",
     "near-miss-rename-1": "answered from the custom-integrations FAQ",
     "near-miss-statuspage-1": "answered from the contact FAQ",
+    "near-miss-logs-kept-1": "answered from the historical-data FAQ",
+    "near-miss-pay-method-1": "answered from the payout-fee entry",
+    "near-miss-remove-user-1": "answered from the contact FAQ",
+    "near-miss-switch-erp-1": 'answered from "Invalid grant"',
+    "near-miss-stop-using-1": "answered from the cached-data entry",
+    "near-miss-own-api-1": "answered from the custom-integrations FAQ",
+    "near-miss-app-language-1": "answered from the custom-integrations FAQ",
+    "near-miss-email-alert-1": "answered from the contact FAQ",
+    "near-miss-delete-connector-data-1": "answered from the connectors FAQ",
+    "near-miss-invoice-for-fee-1": "answered from the pricing FAQ",
+    "general-fortnox-license-price-1": "answered from FORTNOX_COST_CENTER_AUTH",
 }
 
 
