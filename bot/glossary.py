@@ -100,7 +100,14 @@ _PATTERNS = [
     (re.compile(rf"(?<!\w){re.escape(stem)}\w*", re.UNICODE), english)
     for stem, english in sorted(GLOSSARY.items(), key=lambda kv: -len(kv[0]))
 ]
-_NORDIC = re.compile(r"[åäöøæ]|\b(och|inte|jag|ikke|jeg|hur|hvordan|vad|hva|kan|det)\b")
+# A letter of their own, or a common word English does not have: a message can be
+# Swedish with neither å, ä nor ö ("Ingenting synkas till Fortnox, alla uppgifter
+# misslyckas").
+_NORDIC = re.compile(
+    r"[åäöøæ]|\b(och|inte|jag|ikke|ikkje|jeg|hur|hvordan|vad|hva|kan|det|ingen|inga|"
+    r"ingenting|alla|allt|kunde|finns|saknas|mangler|synkas|synkar|fungerar|funkar|virker|"
+    r"misslyckas|misslyckades|mislyktes|feilet|hittades|uppgifter|oppgaver)\b"
+)
 
 
 def translate_query(query: str) -> str:

@@ -584,3 +584,20 @@ def test_langchain_retriever_respects_k(real_bot):
 @pytest.mark.parametrize("query", OUT_OF_SCOPE[:2])
 def test_langchain_retriever_returns_nothing_out_of_scope(real_bot, query):
     assert real_bot.as_langchain_retriever().invoke(query) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "nordic"),
+    [
+        ("Ingenting synkas till Fortnox, alla uppgifter misslyckas", True),
+        ("Ordrene synkes ikkje, alle oppgaver feilet", True),
+        ("Kunde inte hitta valuta", True),
+        ("All orders failed to sync to Fortnox since Monday", False),
+        ("Can I sync gift cards until the end of the year?", False),
+    ],
+)
+def test_a_nordic_question_is_known_without_its_own_letters(query: str, nordic: bool) -> None:
+    """Swedish without å, ä or ö is still translated; English is left alone."""
+    from bot.glossary import translate_query
+
+    assert (translate_query(query) != query) is nordic
