@@ -663,6 +663,41 @@ def _install_guard() -> None:
 _install_guard()
 
 
+def _install_client_patch() -> None:
+    """Serve Chainlit's chat and widget bundles with bot/client_patch.py's fixes (once)."""
+    if not SETTINGS.chat.patch_client:
+        return
+    from chainlit.server import build_dir, copilot_build_dir
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from bot.client_patch import PatchNotApplicable, patch_bundle
+
+    root = chainlit_config.run.root_path
+    if any(getattr(r, "name", "") == "supportbot_client_patch" for r in chainlit_app.router.routes):
+        return
+    bundles = sorted(Path(build_dir, "assets").glob("index-*.js"))
+    paths = {f"{root}/assets/{b.name}": b for b in bundles}
+    paths[f"{root}/copilot/index.js"] = Path(copilot_build_dir, "index.js")
+    patched: dict[str, bytes] = {}
+    for url, file in paths.items():
+        try:
+            patched[url] = patch_bundle(file.read_text(encoding="utf-8")).encode("utf-8")
+        except (OSError, PatchNotApplicable) as exc:
+            # The chat works unpatched, only slower in long conversations.
+            log.warning("Chainlit client served unpatched (%s): %s", file.name, exc)
+
+    async def serve(request: Any) -> Response:
+        return Response(patched[request.url.path], media_type="text/javascript")
+
+    # Ahead of Chainlit's own routes for these files: the first match answers.
+    for url in patched:
+        chainlit_app.router.routes.insert(0, Route(url, serve, name="supportbot_client_patch"))
+
+
+_install_client_patch()
+
+
 # -- profiles, starters, settings -----------------------------------------------------------
 
 

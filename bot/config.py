@@ -308,6 +308,13 @@ class ChatSettings(BaseModel):
             "spinner); quicker replies skip that signal, one browser re-render fewer."
         ),
     )
+    patch_client: bool = Field(
+        default=True,
+        description=(
+            "Serve Chainlit's chat and widget scripts with two fixes (bot/client_patch.py) "
+            "so that a new reply does not redraw every earlier answer; off: as shipped."
+        ),
+    )
 
 
 class SecuritySettings(BaseModel):

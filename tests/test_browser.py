@@ -222,6 +222,27 @@ def poll(fetch: Callable[[], list[dict]], until: Callable[[list[dict]], bool]) -
 # -- the merchant chat ------------------------------------------------------------------
 
 
+def test_the_chat_and_the_widget_get_chainlits_client_with_the_redraw_fixes(
+    merchant_server: Server, page: Any
+) -> None:
+    """The scripts the browser runs are bot/client_patch.py's, in the chat and the widget."""
+    from bot.client_patch import _SAME_MESSAGE
+
+    scripts: list[str] = []
+    page.on(
+        "response",
+        lambda r: scripts.append(r.text())
+        if r.url.endswith(".js") and ("/assets/index-" in r.url or "/copilot/index.js" in r.url)
+        else None,
+    )
+    page.goto(merchant_server.url)
+    wait_for_welcome(page)
+    page.goto(f"{merchant_server.url}/public/widget-demo.html")
+    page.locator("#chainlit-copilot-button").wait_for()
+    assert len(scripts) == 2
+    assert all(_SAME_MESSAGE in script for script in scripts)
+
+
 def test_merchant_answer_leads_with_what_they_saw_and_follow_ups_answer_the_follow_up(
     merchant_server: Server, page: Any
 ) -> None:

@@ -1,0 +1,89 @@
+"""Two fixes to Chainlit 2.12's chat client, applied to its bundles as the server sends them.
+
+Chainlit's React client re-renders every answer already in the conversation on each socket
+event of a new reply, so the time from Send to a complete answer grew with the length of
+the conversation (measured with evals/browser_bench.py: about 60 ms after a few questions,
+200 ms after 30, most of it rebuilding the buttons under old answers). Two causes, both
+in components that take no setting:
+
+- the buttons under each message (copy, thumbs, actions) read the whole message list
+  only to know whether the conversation has started, so every new message re-renders
+  all of them; they now read just that flag;
+- a message is redrawn whenever the conversation's list of actions or elements changes,
+  even when none of them belong to it; it is now redrawn only when its own change (the
+  actions and elements whose ``forId`` is the message or one of its steps).
+
+What a message shows is computed from exactly those, so nothing shown changes. The
+bundles are minified: the code is found by strings and shapes that survive minification.
+When a pattern is not found (another Chainlit version) the bundle is served unchanged and
+a warning is logged; tests/test_client_patch.py checks that both apply to the installed one.
+"""
+
+from __future__ import annotations
+
+import re
+
+_ID = r"[\w$]+"
+
+# useChatMessages: `X=()=>{let t=USE(MESSAGES),e=USE(FIRST);return{threadId:USE(T),
+# messages:t,firstInteraction:e}}` gives the hook's name, useRecoilValue and the atom.
+_CHAT_MESSAGES_HOOK = re.compile(
+    rf"({_ID})=\(\)=>\{{let t=({_ID})\(({_ID})\),e=\2\(({_ID})\);"
+    rf"return\{{threadId:\2\(({_ID})\),messages:t,firstInteraction:e\}}\}}"
+)
+# The message buttons' container, by its class list.
+_BUTTONS_MARK = '"-ml-1.5 flex items-center flex-wrap"'
+# The message component, by its class list; its memo() ends where the list of Chainlit's
+# run names is declared.
+_MESSAGE_MARK = '"ai-message flex gap-4 w-full"'
+_RUN_NAMES = re.compile(rf',({_ID})=\["on_chat_start","on_message","on_audio_end"\]')
+
+# memo() comparison for a message: equal when its own props are the same objects and the
+# actions and elements for it or its steps are the same (by identity, in order).
+_SAME_MESSAGE = (
+    "(a,b)=>{if(a.message!==b.message||a.isRunning!==b.isRunning||a.indent!==b.indent"
+    "||a.isScorable!==b.isScorable||a.scorableRun!==b.scorableRun)return!1;"
+    "if(a.actions===b.actions&&a.elements===b.elements)return!0;"
+    "const ids=new Set;(function w(m){ids.add(m.id);(m.steps||[]).forEach(w)})(a.message);"
+    "const same=(x,y)=>{if(x===y)return!0;const f=x.filter(i=>ids.has(i.forId)),"
+    "g=y.filter(i=>ids.has(i.forId));return f.length===g.length&&f.every((i,k)=>i===g[k])};"
+    "return same(a.actions,b.actions)&&same(a.elements,b.elements)}"
+)
+
+
+class PatchNotApplicable(ValueError):
+    """The bundle does not have the code a fix expects (another Chainlit version)."""
+
+
+def _buttons_read_only_first_interaction(bundle: str) -> str:
+    hook = _CHAT_MESSAGES_HOOK.search(bundle)
+    mark = bundle.find(_BUTTONS_MARK)
+    if hook is None or mark < 0:
+        raise PatchNotApplicable("message buttons or useChatMessages not found")
+    name, use_value, first_atom = hook.group(1), hook.group(2), hook.group(4)
+    start = bundle.rfind("{firstInteraction:", max(0, mark - 1000), mark)
+    call = re.compile(rf"\{{firstInteraction:({_ID})\}}={re.escape(name)}\(\)")
+    found = call.match(bundle, start) if start >= 0 else None
+    if found is None:
+        raise PatchNotApplicable("the message buttons' useChatMessages() call not found")
+    return f"{bundle[:start]}{found.group(1)}={use_value}({first_atom}){bundle[found.end() :]}"
+
+
+def _message_redrawn_for_its_own_changes(bundle: str) -> str:
+    mark = bundle.find(_MESSAGE_MARK)
+    run_names = _RUN_NAMES.search(bundle, mark) if mark >= 0 else None
+    if run_names is None or bundle[run_names.start() - 1] != ")":
+        raise PatchNotApplicable("the message component's memo() not found")
+    end = run_names.start() - 1  # the ")" closing memo(component)
+    if bundle.rfind(".memo(", mark - 3000, mark) < 0:
+        raise PatchNotApplicable("the message component is not memoised")
+    return f"{bundle[:end]},{_SAME_MESSAGE}{bundle[end:]}"
+
+
+def patch_bundle(bundle: str) -> str:
+    """Return the Chainlit client bundle with both fixes.
+
+    Raises:
+        PatchNotApplicable: either fix does not find its code.
+    """
+    return _message_redrawn_for_its_own_changes(_buttons_read_only_first_interaction(bundle))

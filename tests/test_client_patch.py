@@ -1,0 +1,95 @@
+"""The fixes to Chainlit's chat client (bot/client_patch.py): they apply to the installed
+bundles, refuse other code, and a message is redrawn exactly when what it shows changes."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot import client_patch
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _bundles() -> list[Path]:
+    from chainlit.server import build_dir, copilot_build_dir
+
+    return [*Path(build_dir, "assets").glob("index-*.js"), Path(copilot_build_dir, "index.js")]
+
+
+@pytest.mark.parametrize("bundle", _bundles(), ids=lambda p: p.parent.parent.name + "/" + p.name)
+def test_both_fixes_apply_to_the_installed_chainlit(bundle: Path) -> None:
+    original = bundle.read_text(encoding="utf-8")
+    patched = client_patch.patch_bundle(original)
+    assert patched.count(client_patch._SAME_MESSAGE) == 1
+    # The buttons no longer call useChatMessages(): one call fewer, the rest unchanged.
+    hook = client_patch._CHAT_MESSAGES_HOOK.search(original).group(1)
+    assert patched.count(f"={hook}()") == original.count(f"={hook}()") - 1
+    mark = patched.index(client_patch._BUTTONS_MARK)
+    assert f"={hook}()" not in patched[mark - 1000 : mark]
+
+
+def test_other_code_is_refused_not_half_patched() -> None:
+    with pytest.raises(client_patch.PatchNotApplicable):
+        client_patch.patch_bundle("const x=1;")
+    only_buttons = next(iter(_bundles())).read_text(encoding="utf-8")
+    only_buttons = only_buttons.replace(client_patch._MESSAGE_MARK, '"ai-message"')
+    with pytest.raises(client_patch.PatchNotApplicable):
+        client_patch.patch_bundle(only_buttons)
+
+
+@pytest.fixture(scope="module")
+def js() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail("Debian's chromium is not installed: run `apt-get install -y chromium`")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser.new_page()
+        browser.close()
+
+
+# Props are built in the page: memo() compares by identity, which must survive.
+_CASES = """(same) => {
+  const answer = { id: "answer", steps: [] };
+  const question = { id: "question", steps: [{ id: "run", steps: [answer] }] };
+  const mine = { id: "a1", forId: "answer" };
+  const other = { id: "a2", forId: "elsewhere" };
+  const source = { id: "e1", forId: "answer" };
+  const props = (message, actions, elements) =>
+    ({ message, actions, elements, indent: 0, isRunning: false, isScorable: false });
+  const changed = { ...question, steps: [...question.steps, { id: "late", steps: [] }] };
+  return {
+    unrelated: same(props(question, [mine], [source]),
+                    props(question, [mine, other], [source, other])),
+    ownAction: same(props(question, [], []), props(question, [mine], [])),
+    ownElementRemoved: same(props(question, [mine], [source]), props(question, [mine], [])),
+    messageChanged: same(props(question, [mine], [source]), props(changed, [mine], [source])),
+  };
+}"""
+
+
+def test_a_message_is_redrawn_only_for_its_own_actions_and_elements(js: Any) -> None:
+    same = js.evaluate_handle(f"() => {client_patch._SAME_MESSAGE}")
+    result = js.evaluate(_CASES, same)
+    # Another answer's button or source: nothing this message shows changes.
+    assert result["unrelated"] is True
+    # Its answer's button arrives (the answer is a step of the run under the question).
+    assert result["ownAction"] is False
+    # Its source is removed from the panel (a newer answer came): its link must go.
+    assert result["ownElementRemoved"] is False
+    # The message itself changed (a new step): always redrawn.
+    assert result["messageChanged"] is False
