@@ -231,9 +231,11 @@ def test_the_chat_and_the_widget_get_chainlits_client_with_the_redraw_fixes(
     scripts: list[str] = []
     page.on(
         "response",
-        lambda r: scripts.append(r.text())
-        if r.url.endswith(".js") and ("/assets/index-" in r.url or "/copilot/index.js" in r.url)
-        else None,
+        lambda r: (
+            scripts.append(r.text())
+            if r.url.endswith(".js") and ("/assets/index-" in r.url or "/copilot/index.js" in r.url)
+            else None
+        ),
     )
     page.goto(merchant_server.url)
     wait_for_welcome(page)

@@ -1,5 +1,8 @@
-"""The fixes to Chainlit's chat client (bot/client_patch.py): they apply to the installed
-bundles, refuse other code, and a message is redrawn exactly when what it shows changes."""
+"""The fixes to Chainlit's chat client (bot/client_patch.py).
+
+They apply to the installed bundles, refuse other code, and a message is redrawn exactly
+when what it shows changes.
+"""
 
 from __future__ import annotations
 
