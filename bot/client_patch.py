@@ -2,9 +2,9 @@
 
 Chainlit's React client re-renders every answer already in the conversation on each socket
 event of a new reply, so the time from Send to a complete answer grew with the length of
-the conversation (measured with evals/browser_bench.py: about 60 ms after a few questions,
-200 ms after 30, most of it rebuilding the buttons under old answers). Two causes, both
-in components that take no setting:
+the conversation (measured with evals/browser_bench.py: about 110 ms for the first questions
+of a conversation, 160-200 ms after 30, most of it redrawing the buttons under old
+answers). Two causes, both in components that take no setting:
 
 - the buttons under each message (copy, thumbs, actions) read the whole message list
   only to know whether the conversation has started, so every new message re-renders
