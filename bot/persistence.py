@@ -419,6 +419,17 @@ def _inline_storage_client() -> Any:
     return InlineTextStorage()
 
 
+def _upsert_by_id(table: str, params: dict[str, Any]) -> Any:
+    """The stock layer's insert-or-update of a row by ``id``, for the given columns."""
+    columns = ", ".join(f'"{key}"' for key in params)
+    values = ", ".join(f":{key}" for key in params)
+    updates = ", ".join(f'"{key}" = :{key}' for key in params if key != "id")
+    return text(
+        f"INSERT INTO {table} ({columns}) VALUES ({values}) "
+        f'ON CONFLICT ("id") DO UPDATE SET {updates}'
+    )
+
+
 def make_data_layer(
     url: str, pool_size: int = 5, feedback_engine: AsyncEngine | None = None
 ) -> Any:
@@ -493,13 +504,7 @@ def make_data_layer(
             params["metadata"] = json.dumps(step_dict.get("metadata", {}))
             params["generation"] = json.dumps(step_dict.get("generation", {}))
             params = utf8_safe_data(params)
-            columns = ", ".join(f'"{key}"' for key in params)
-            values = ", ".join(f":{key}" for key in params)
-            updates = ", ".join(f'"{key}" = :{key}' for key in params if key != "id")
-            upsert = text(
-                f"INSERT INTO steps ({columns}) VALUES ({values}) "
-                f'ON CONFLICT ("id") DO UPDATE SET {updates}'
-            )
+            upsert = _upsert_by_id("steps", params)
             try:
                 async with self.engine.begin() as conn:
                     await self._ensure_thread(conn, step_dict["threadId"])
@@ -528,13 +533,7 @@ def make_data_layer(
             feedback.id = feedback.id or str(uuid.uuid4())
             # The stock layer's statement, but its errors propagate (HTTP 500 to the UI).
             params = utf8_safe_data({k: v for k, v in asdict(feedback).items() if v is not None})
-            columns = ", ".join(f'"{k}"' for k in params)
-            values = ", ".join(f":{k}" for k in params)
-            updates = ", ".join(f'"{k}" = :{k}' for k in params if k != "id")
-            sql = text(
-                f"INSERT INTO feedbacks ({columns}) VALUES ({values}) "
-                f'ON CONFLICT ("id") DO UPDATE SET {updates}'
-            )
+            sql = _upsert_by_id("feedbacks", params)
             probe = text('SELECT 1 FROM threads WHERE "id" = :t')
             thread = {"t": str(feedback.threadId)}
             engine = feedback_engine or self.engine
