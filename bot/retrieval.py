@@ -579,12 +579,14 @@ class HybridRetriever:
         # and the terms the maintainers' synonyms map them to; the English-only MiniLM model
         # gets the English rendering, synonyms included.
         searched = self.synonyms.expand(query)
-        if self.asks_sync_status(searched):
+        status = self.asks_sync_status(searched)
+        total_failure = not status and self.reports_total_failure(searched)
+        if status:
             # Where the data should have gone is not the topic: the system-specific entries
             # are problems, and a status question reports none.
             searched = " ".join(w for w in _words(searched) if w not in self._system_words)
             searched = f"{searched} ({STATUS_TERMS})"
-        elif self.reports_total_failure(searched):
+        elif total_failure:
             searched = f"{searched} ({TOTAL_FAILURE_TERMS})"
         tokens = self._search_tokens(expand_query(searched))
         dense, bm25 = self._entry_scores(translate_query(searched), tokens)
@@ -615,21 +617,18 @@ class HybridRetriever:
         order = [int(p) for p in np.argsort(-fused, kind="stable") if np.isfinite(fused[p])]
         if not order:
             return Retrieval(query, (), True, "nothing matches the filters")
-        if not context and self.reports_total_failure(searched):
+        if not context and (total_failure or status):
             # Among the entries that answer about as well as the best (those cited with it),
-            # the ones describing a failure of everything come first.
+            # those fitting the kind of question come first: for a failure of everything,
+            # the ones describing it; for a status question, which reports no problem, the
+            # ones not about a problem (where to check) before those about one ("Why are
+            # some orders missing …?").
             close = [p for p in order if fused[p] >= s.related_ratio * fused[order[0]]]
-            total = [p for p in close if self._describes_total_failure[p]]
-            if total:
-                order = total + [p for p in order if p not in total]
-        elif not context and self.asks_sync_status(searched):
-            # A status question reports no problem: among the entries as close as the best,
-            # the ones not about a problem (where to check) come before those about one
-            # ("Why are some orders missing …?").
-            close = [p for p in order if fused[p] >= s.related_ratio * fused[order[0]]]
-            calm = [p for p in close if not self.reports_problem(self.entries[p].title)]
-            if calm:
-                order = calm + [p for p in order if p not in calm]
+            if total_failure:
+                fitting = [p for p in close if self._describes_total_failure[p]]
+            else:
+                fitting = [p for p in close if not self.reports_problem(self.entries[p].title)]
+            order = fitting + [p for p in order if p not in fitting]
         best_fused = fused[order].max()  # the best score, whichever entry now comes first
         scale = self._score_scale()
 

@@ -14,15 +14,7 @@ from typing import Any
 import pytest
 
 from bot import client_patch
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from evals.browser_bench import CHROMIUM_ARGS
 
 
 def _bundles() -> list[Path]:
