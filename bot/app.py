@@ -277,6 +277,11 @@ if AGENT_MODE:
 GUARD_STORE = GuardStore(SETTINGS.chat.database_url, SETTINGS.chat.database_pool_size)
 # Behind nginx every peer is the proxy: the client is the one it names (see client_of).
 TRUSTED_PROXIES = trusted_proxies_of(SETTINGS.chat.trusted_proxies)
+# uvicorn believes X-Forwarded-For / X-Forwarded-Proto only from FORWARDED_ALLOW_IPS (it
+# reads it after this module is loaded). Tied to the same setting, a proxy on another host
+# listed there also marks a login cookie Secure over HTTPS, and a loopback peer that is not
+# listed cannot rename itself through uvicorn.
+os.environ["FORWARDED_ALLOW_IPS"] = ",".join(TRUSTED_PROXIES)
 # How long a feedback may wait for the step it is about to be written (steps are stored
 # by background tasks, so a quick thumbs can arrive first).
 _STEP_WAIT_S = 3.0

@@ -287,7 +287,9 @@ class ChatSettings(BaseModel):
         default="127.0.0.1,::1",
         description=(
             "Comma-separated addresses of proxies whose X-Real-IP / X-Forwarded-For header "
-            "names the client for the rate limit; other peers are taken as the client."
+            "names the client (rate limits, lockouts, ownership) and whose X-Forwarded-Proto "
+            "makes the login cookie Secure (also uvicorn's FORWARDED_ALLOW_IPS); other peers "
+            "are taken as the client."
         ),
     )
     stream_seconds: float = Field(

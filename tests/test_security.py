@@ -96,6 +96,8 @@ def agent(tmp_path_factory: pytest.TempPathFactory, index_dir: Path) -> Iterator
         # Even a configured widget site gets nothing from the agent instance.
         "SUPPORTBOT_SECURITY__ALLOWED_ORIGINS": json.dumps([WIDGET_SITE]),
         "CHAINLIT_AUTH_SECRET": AUTH_SECRET,
+        # A second proxy, as if on another host: its X-Forwarded-Proto must count too.
+        "SUPPORTBOT_CHAT__TRUSTED_PROXIES": f"127.0.0.1,::1,{OTHER_PROXY}",
     }
     server = _spawn(tmp_path_factory.mktemp("sec-agent"), index_dir, env)
     try:
@@ -106,6 +108,7 @@ def agent(tmp_path_factory: pytest.TempPathFactory, index_dir: Path) -> Iterator
 
 # Loopback peers other than the trusted proxy (127.0.0.1): the whole of 127/8 is local.
 UNTRUSTED_PEER = "127.0.0.2"
+OTHER_PROXY = "127.0.0.3"
 PER_ADDRESS = 2
 
 
@@ -317,6 +320,19 @@ def test_login_cookie_is_secure_over_https_strict_and_short_lived(agent: ChatSer
     assert plain.status_code == 200
     assert "Secure" not in plain.headers["set-cookie"]  # over plain HTTP it could not be sent
     assert "SameSite=Strict" in plain.headers["set-cookie"]
+
+    # SUPPORTBOT_CHAT__TRUSTED_PROXIES is what uvicorn believes as well: a listed proxy's
+    # "https" counts, a peer that is not listed cannot claim it.
+    for peer, secure in ((OTHER_PROXY, True), (UNTRUSTED_PEER, False)):
+        transport = httpx.HTTPTransport(local_address=peer)
+        with httpx.Client(base_url=agent.url, timeout=20, transport=transport) as http:
+            via = http.post(
+                "/login",
+                data={"username": AGENT_USER, "password": AGENT_PASSWORD},
+                headers={"X-Forwarded-Proto": "https"},
+            )
+        assert via.status_code == 200
+        assert ("Secure" in via.headers["set-cookie"]) is secure, peer
 
 
 def test_logout_revokes_the_token_everywhere(agent: ChatServer) -> None:
