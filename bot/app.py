@@ -676,18 +676,18 @@ def _install_client_patch() -> None:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from bot.client_patch import PatchNotApplicable, patch_bundle
+    from bot.client_patch import PatchNotApplicable, patch_bundle, patch_widget_bundle
 
     root = chainlit_config.run.root_path
     if any(getattr(r, "name", "") == "supportbot_client_patch" for r in chainlit_app.router.routes):
         return
     bundles = sorted(Path(build_dir, "assets").glob("index-*.js"))
-    paths = {f"{root}/assets/{b.name}": b for b in bundles}
-    paths[f"{root}/copilot/index.js"] = Path(copilot_build_dir, "index.js")
+    paths = {f"{root}/assets/{b.name}": (b, patch_bundle) for b in bundles}
+    paths[f"{root}/copilot/index.js"] = (Path(copilot_build_dir, "index.js"), patch_widget_bundle)
     patched: dict[str, bytes] = {}
-    for url, file in paths.items():
+    for url, (file, patch) in paths.items():
         try:
-            patched[url] = patch_bundle(file.read_text(encoding="utf-8")).encode("utf-8")
+            patched[url] = patch(file.read_text(encoding="utf-8")).encode("utf-8")
         except (OSError, PatchNotApplicable) as exc:
             # The chat works unpatched, only slower in long conversations.
             log.warning("Chainlit client served unpatched (%s): %s", file.name, exc)

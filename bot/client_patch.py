@@ -1,4 +1,4 @@
-"""Two fixes to Chainlit 2.12's chat client, applied to its bundles as the server sends them.
+"""Fixes to Chainlit 2.12's chat client, applied to its bundles as the server sends them.
 
 Chainlit's React client re-renders every answer already in the conversation on each socket
 event of a new reply, so the time from Send to a complete answer grew with the length of
@@ -13,7 +13,13 @@ answers). Two causes, both in components that take no setting:
   even when none of them belong to it; it is now redrawn only when its own change (the
   actions and elements whose ``forId`` is the message or one of its steps).
 
-What a message shows is computed from exactly those, so nothing shown changes. The
+What a message shows is computed from exactly those, so nothing shown changes.
+
+One more for the widget only: it links the fonts of ``public/theme.json`` ("/public/…")
+as written, so on a merchant's site they were asked of that site (a 404) instead of the
+chat server; they are now resolved against the server, as Chainlit does for starter icons.
+
+The
 bundles are minified: the code is found by strings and shapes that survive minification.
 When a pattern is not found (another Chainlit version) the bundle is served unchanged and
 a warning is logged; tests/test_client_patch.py checks that both apply to the installed one.
@@ -48,6 +54,16 @@ _SAME_MESSAGE = (
     "const same=(x,y)=>{if(x===y)return!0;const f=x.filter(i=>ids.has(i.forId)),"
     "g=y.filter(i=>ids.has(i.forId));return f.length===g.length&&f.every((i,k)=>i===g[k])};"
     "return same(a.actions,b.actions)&&same(a.elements,b.elements)}"
+)
+
+
+# The widget's theme loader: `CLIENT.get("/public/theme.json")…s.custom_fonts.forEach(h=>
+# {const l=document.createElement("link");l.rel="stylesheet",l.href=h,` (CLIENT: its API
+# client, whose buildEndpoint() Chainlit itself uses for "/public" starter icons).
+_THEME_LOADER = re.compile(rf'({_ID})\.get\("/public/theme\.json"\)')
+_FONT_LINK = re.compile(
+    rf'\.custom_fonts\.forEach\(({_ID})=>\{{const ({_ID})=document\.createElement\("link"\);'
+    rf'\2\.rel="stylesheet",\2\.href=\1,'
 )
 
 
@@ -87,3 +103,22 @@ def patch_bundle(bundle: str) -> str:
         PatchNotApplicable: either fix does not find its code.
     """
     return _message_redrawn_for_its_own_changes(_buttons_read_only_first_interaction(bundle))
+
+
+def _widget_fonts_from_its_server(bundle: str) -> str:
+    loader = _THEME_LOADER.search(bundle)
+    link = _FONT_LINK.search(bundle, loader.end()) if loader else None
+    if link is None or link.start() - loader.end() > 500:
+        raise PatchNotApplicable("the widget's theme font loader not found")
+    client, url, element = loader.group(1), link.group(1), link.group(2)
+    served = f'{element}.href={url}.startsWith("/")?{client}.buildEndpoint({url}):{url},'
+    return f"{bundle[: link.end() - len(f'{element}.href={url},')]}{served}{bundle[link.end() :]}"
+
+
+def patch_widget_bundle(bundle: str) -> str:
+    """Return the widget's (copilot) bundle with the chat fixes and its fonts from the server.
+
+    Raises:
+        PatchNotApplicable: any fix does not find its code.
+    """
+    return _widget_fonts_from_its_server(patch_bundle(bundle))

@@ -30,6 +30,15 @@
     document.head.appendChild(script);
   }
 
+  // A font declared inside the widget's shadow root is not used by Chromium: the widget's
+  // Inter is declared on the page, from the chat server (its files are relative to the CSS).
+  function addFont(server) {
+    var link = document.createElement("link");
+    link.rel = "stylesheet";
+    link.href = server + "/public/fonts/inter.css";
+    document.head.appendChild(link);
+  }
+
   window.junipeerHelp = {
     setContext: function (value) {
       context = Object.assign({}, value || {});
@@ -41,6 +50,7 @@
       // Websocket only: one connection that stays on one replica behind a load balancer
       // (a widget on another site usually cannot keep the sticky-session cookie).
       window.transports = ["websocket"];
+      addFont(server);
       load(server + "/copilot/index.js", function () {
         window.mountChainlitWidget({
           chainlitServer: server,

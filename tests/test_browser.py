@@ -111,10 +111,45 @@ def _start_server(tmp: Path, extra_env: dict[str, str]) -> Iterator[Server]:
             process.kill()
 
 
+@dataclass
+class Site:
+    """A merchant's web site on another origin, serving pages that embed the widget."""
+
+    url: str
+    root: Path
+
+
 @pytest.fixture(scope="module")
-def merchant_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The merchant instance: no login, Merchant profile only, serves the widget."""
-    env = {"SUPPORTBOT_CHAT__AGENT_PROFILE": "false"}
+def merchant_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("merchant-site")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", _free_port()), Quiet)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    try:
+        yield Site(f"http://127.0.0.1:{site.server_address[1]}", root)
+    finally:
+        site.shutdown()
+
+
+@pytest.fixture(scope="module")
+def merchant_server(
+    tmp_path_factory: pytest.TempPathFactory, merchant_site: Site
+) -> Iterator[Server]:
+    """The merchant instance: no login, Merchant profile only, serves the widget.
+
+    The merchant site's origin is allowed to embed the widget.
+    """
+    env = {
+        "SUPPORTBOT_CHAT__AGENT_PROFILE": "false",
+        "SUPPORTBOT_SECURITY__ALLOWED_ORIGINS": f'["{merchant_site.url}"]',
+    }
     yield from _start_server(tmp_path_factory.mktemp("merchant"), env)
 
 
@@ -524,10 +559,56 @@ def test_widget_greets_with_the_error_its_page_shows(merchant_server: Server, pa
     # that a load balancer keeps on one replica, with no cookie needed.
     assert polling == []
     assert any("/ws/socket.io" in url and "transport=websocket" in url for url in websockets)
-    # Websocket transport only (the page sets window.transports): one connection that a
-    # load balancer keeps on one replica, with no cookie needed.
-    assert polling == []
-    assert any("/ws/socket.io" in url and "transport=websocket" in url for url in websockets)
+
+
+def test_widget_on_a_merchants_own_site_loads_everything_from_the_chat_server(
+    merchant_server: Server, merchant_site: Site, browser: Any
+) -> None:
+    # The snippet of the README, on a page of another origin (allowed by the server).
+    (merchant_site.root / "orders.html").write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>Orders</title></head>"
+        "<body><h1>Orders</h1>"
+        f"<script src='{merchant_server.url}/public/junipeer-widget.js'></script>"
+        "<script>junipeerHelp.mount({"
+        f"server: '{merchant_server.url}', context: {{error: 'Fiscal year not available'}}"
+        "});</script></body></html>",
+        encoding="utf-8",
+    )
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    requests: list[str] = []
+    failed: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("requestfailed", lambda r: failed.append(r.url))
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else 0)
+    try:
+        page.goto(f"{merchant_site.url}/orders.html")
+        page.locator("#chainlit-copilot-button").click()
+        chat = page.locator("#chainlit-copilot-chat")
+        greeting = chat.locator(ANSWER).first
+        greeting.get_by_text("Hi! I'm Junipeer's support assistant.").wait_for(
+            timeout=ANSWER_TIMEOUT_MS
+        )
+        greeting.locator("button").filter(has_text="Explain the error on this page").click()
+        answer = wait_for_answer(page, 1)
+        assert "Fiscal year not available" in answer.inner_text()
+        # The widget's text is drawn in Inter, from the chat server.
+        page.wait_for_function("() => document.fonts.check('16px Inter')")
+        shot(page, "widget-05-on-another-site")
+    finally:
+        context.close()
+    assert failed == []
+    # Only the page itself comes from the merchant's site; everything else (script, styles,
+    # fonts, logo, socket) from the chat server.
+    page_url = f"{merchant_site.url}/orders.html"
+    socket_url = merchant_server.url.replace("http://", "ws://", 1)
+    elsewhere = [
+        u for u in requests if u != page_url and not u.startswith((merchant_server.url, socket_url))
+    ]
+    assert elsewhere == []
+    assert requests.count(page_url) == 1
+    assert f"{merchant_server.url}/public/fonts/inter-latin-400-normal.woff2" in requests
 
 
 def test_widget_fills_a_phone_screen(merchant_server: Server, phone: Any) -> None:

@@ -1,7 +1,7 @@
 """The fixes to Chainlit's chat client (bot/client_patch.py).
 
-They apply to the installed bundles, refuse other code, and a message is redrawn exactly
-when what it shows changes.
+They apply to the installed bundles, refuse other code, a message is redrawn exactly when
+what it shows changes, and the widget takes its fonts from its own server.
 """
 
 from __future__ import annotations
@@ -33,6 +33,21 @@ def test_both_fixes_apply_to_the_installed_chainlit(bundle: Path) -> None:
     assert patched.count(f"={hook}()") == original.count(f"={hook}()") - 1
     mark = patched.index(client_patch._BUTTONS_MARK)
     assert f"={hook}()" not in patched[mark - 1000 : mark]
+
+
+def test_the_widget_asks_its_own_server_for_the_theme_fonts() -> None:
+    from chainlit.server import copilot_build_dir
+
+    original = Path(copilot_build_dir, "index.js").read_text(encoding="utf-8")
+    patched = client_patch.patch_widget_bundle(original)
+    # The chat fixes, and a "/public/…" font is resolved against the widget's server.
+    assert patched.count(client_patch._SAME_MESSAGE) == 1
+    loader = client_patch._THEME_LOADER.search(patched)
+    start = patched.index(".custom_fonts.forEach(", loader.end())
+    assert f'.startsWith("/")?{loader.group(1)}.buildEndpoint(' in patched[start : start + 200]
+    assert len(patched) - len(client_patch.patch_bundle(original)) < 60  # nothing else
+    with pytest.raises(client_patch.PatchNotApplicable):
+        client_patch.patch_widget_bundle(original.replace(".custom_fonts.forEach(", ".f("))
 
 
 def test_other_code_is_refused_not_half_patched() -> None:
