@@ -708,6 +708,9 @@ TICKET = (
 def _agent_login(page: Any, server: Server) -> None:
     page.goto(server.url)
     page.locator("#password").wait_for()
+    # Agents sign in with a username (SUPPORTBOT_CHAT__AGENT_USERNAME), not an e-mail.
+    assert page.locator("label[for=email]").inner_text() == "Username"
+    assert page.locator("#email").get_attribute("placeholder") == "agent"
     page.locator("#email").fill(AGENT_USER)
     page.locator("#password").fill(AGENT_PASSWORD)
     page.get_by_role("button", name="Sign In").click()
