@@ -15,7 +15,7 @@ Role = Literal["user", "assistant"]
 # answer: the knowledge base answers it; suggest: it may not, the closest entries are
 # offered; none: nothing related. Only "answer" cites entries as the answer.
 Outcome = Literal["answer", "suggest", "none"]
-DraftStyle = Literal["default", "shorter", "formal"]
+DraftStyle = Literal["default", "shorter", "formal", "shorter+formal"]
 
 
 @dataclass(frozen=True)

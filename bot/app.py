@@ -900,11 +900,13 @@ async def _chat_resume(thread: dict) -> None:
     # draft gets its Shorter / More formal buttons back.
     if AGENT_MODE and render.AGENT in (thread.get("tags") or []):
         cl.user_session.set("chat_profile", render.AGENT)
-        ticket = render.last_draft_ticket(steps)
+        found = render.last_draft(steps)
         last = next((st for st in reversed(steps) if st.get("type") == "assistant_message"), None)
-        if ticket and last and last.get("id"):
+        if found and last and last.get("id"):
+            ticket, style = found
             cl.user_session.set("last_ticket", ticket)
-            for action in _redraft_actions(ticket):
+            cl.user_session.set("last_style", style)
+            for action in _redraft_actions(ticket, style):
                 await action.send(for_id=str(last["id"]))
     await _send_settings()
 
@@ -1033,10 +1035,13 @@ async def _on_message(message: cl.Message) -> None:
 async def _reply(message: cl.Message) -> None:
     if _profile() == render.AGENT:
         ticket = cl.user_session.get("last_ticket")
-        style = render.refinement_style(message.content)
-        if ticket and style:
-            # "can you make it shorter?" redoes the last draft; it is not a new ticket.
-            await _guarded(lambda: _draft(ticket, style, refinement=True))
+        refinement = render.refinement_of(
+            message.content, cl.user_session.get("last_style") or "default"
+        )
+        if refinement is not None:
+            # "can you make it shorter?", "write it in Swedish" act on the last draft; they
+            # are not new tickets (nor gaps).
+            await _guarded(lambda: _refine(ticket, refinement))
         else:
             await _guarded(lambda: _draft(message.content, "default"))
     else:
@@ -1107,21 +1112,32 @@ async def _answer(question: str) -> None:
     await _title_thread(question, answer.citations)
 
 
-def _redraft_actions(ticket: str) -> list[cl.Action]:
+_REDRAFT_ICONS = {"Shorter": "scissors", "More formal": "briefcase"}
+
+
+def _redraft_actions(ticket: str, style: str = "default") -> list[cl.Action]:
+    # Each button carries the style it gives this draft: refinements compose.
     return [
         cl.Action(
             name=render.REDRAFT_ACTION,
-            payload={"ticket": ticket, "style": "shorter"},
-            label="Shorter",
-            icon="scissors",
-        ),
-        cl.Action(
-            name=render.REDRAFT_ACTION,
-            payload={"ticket": ticket, "style": "formal"},
-            label="More formal",
-            icon="briefcase",
-        ),
+            payload={"ticket": ticket, "style": target},
+            label=label,
+            icon=_REDRAFT_ICONS[label],
+        )
+        for label, target in render.redraft_styles(style).items()
     ]
+
+
+async def _refine(ticket: str | None, refinement: render.Refinement) -> None:
+    """Redo the last draft as a typed request asks, and tell the agent what cannot be done."""
+    if ticket and refinement.style:
+        await _draft(ticket, refinement.style, refinement=True)
+    note = refinement.note if ticket else render.NO_DRAFT_YET
+    if note:
+        # With the buttons of the draft it is about: what can be done is one click away.
+        style = cl.user_session.get("last_style") or "default"
+        actions = _redraft_actions(ticket, style) if ticket else []
+        await _send(render.render_refinement_note(note), actions)
 
 
 async def _draft(ticket: str, style: DraftStyle, refinement: bool = False) -> None:
@@ -1131,8 +1147,9 @@ async def _draft(ticket: str, style: DraftStyle, refinement: bool = False) -> No
     )
     draft = await asyncio.to_thread(support_bot.draft, ticket, style, filters)
     rendered = render.render_draft(draft, style, refinement=refinement)
-    await _stream(rendered, _redraft_actions(ticket))
+    await _stream(rendered, _redraft_actions(ticket, style))
     cl.user_session.set("last_ticket", ticket)
+    cl.user_session.set("last_style", style)
     await _title_thread(ticket, draft.citations)
 
 

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.answer_types import Answer, Citation, Draft, Filters, Turn, format_citation
-from bot.drafting import fix_steps, solution_blocks
+from bot.drafting import (
+    Refinement,
+    combine_styles,
+    fix_steps,
+    solution_blocks,
+    typed_refinement,
+)
 from ingest.entries import SEVERITIES, Entry, SubError
 
 MERCHANT = "Merchant"
@@ -53,7 +59,12 @@ AGENT_STARTERS: tuple[tuple[str, str], ...] = (
 SOURCE_SUFFIX = " ↗"
 HANDOFF_ACTION = "talk_to_human"
 REDRAFT_ACTION = "redraft"
-STYLE_LABELS: dict[str, str] = {"default": "", "shorter": "shorter", "formal": "more formal"}
+STYLE_LABELS: dict[str, str] = {
+    "default": "",
+    "shorter": "shorter",
+    "formal": "more formal",
+    "shorter+formal": "shorter, more formal",
+}
 
 
 @dataclass(frozen=True)
@@ -475,13 +486,18 @@ _TOKENS_NOTICE = re.compile(r"only its first \d+ tokens were read", re.I)
 PLAIN_TRUNCATION = "Your message was long, so I read only its beginning."
 
 
+def plain_notice(notice: str) -> str:
+    """A notice in words a merchant reads: a cut question says so without "tokens"."""
+    return PLAIN_TRUNCATION if _TOKENS_NOTICE.search(notice) else notice
+
+
 def notices_markdown(notices: Sequence[str], plain: bool = False) -> str:
     """Notices (e.g. a truncated question) as italic lines.
 
     ``plain`` (merchants) words the truncation notice without "tokens".
     """
     if plain:
-        notices = [PLAIN_TRUNCATION if _TOKENS_NOTICE.search(n) else n for n in notices]
+        notices = [plain_notice(n) for n in notices]
     return "\n".join(f"*{neutralize_html(n)}*" for n in notices)
 
 
@@ -621,21 +637,36 @@ def render_draft(draft: Draft, style: str = "default", refinement: bool = False)
     return RenderedMessage("\n\n".join(p for p in parts if p), (*elements, *related), metadata)
 
 
-_SHORTER = re.compile(r"\b(shorter|shorten|more concise|too long|briefer|kortare)\b", re.I)
-_FORMAL = re.compile(r"\b(more formal|formal|more polite|politer|formellare)\b", re.I)
-_DEFAULT = re.compile(r"\b(less formal|more casual|normal|as before|original)\b", re.I)
-# A refinement is a short request; a ticket that happens to say "shorter" is longer.
-MAX_REFINEMENT_CHARS = 80
+def refinement_of(text: str, current: str = "default") -> Refinement | None:
+    """What a typed message in the agent profile asks of the last draft, else None.
+
+    See :func:`bot.drafting.typed_refinement`: the style it asks for composes with the
+    last draft's ``current`` style, and requests that cannot be done carry a note.
+    """
+    return typed_refinement(text, current if current in STYLE_LABELS else "default")
 
 
-def refinement_style(text: str) -> str | None:
-    """The draft style a short typed request asks for ("make it shorter"), else None."""
-    if len(text.strip()) > MAX_REFINEMENT_CHARS:
-        return None
-    for pattern, style in ((_DEFAULT, "default"), (_SHORTER, "shorter"), (_FORMAL, "formal")):
-        if pattern.search(text):
-            return style
-    return None
+def redraft_styles(current: str) -> dict[str, str]:
+    """The style each refinement button gives the draft now in ``current`` style.
+
+    Refinements compose: "Shorter" on a formal draft stays formal, and the reverse.
+    """
+    return {
+        "Shorter": combine_styles(current, "shorter"),
+        "More formal": combine_styles(current, "formal"),
+    }
+
+
+NO_DRAFT_YET = (
+    "There is no draft to change yet: paste the merchant's ticket and I'll draft a reply first."
+)
+
+
+def render_refinement_note(note: str) -> RenderedMessage:
+    """A typed refinement that could not be done, told to the agent (no draft, no gap)."""
+    return RenderedMessage(
+        f"*{neutralize_html(note)}*", (), {"kind": "refinement_note", "profile": AGENT}
+    )
 
 
 def thread_title(question: str, citations: Sequence[Citation]) -> str:
@@ -645,8 +676,8 @@ def thread_title(question: str, citations: Sequence[Citation]) -> str:
     return collapse(question, 60) or "Conversation"
 
 
-def last_draft_ticket(steps: Sequence[Mapping[str, Any]]) -> str | None:
-    """The ticket of the last draft in a resumed thread's steps (for its refinements)."""
+def last_draft(steps: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
+    """The ticket and style of the last draft in a resumed thread's steps (for refinements)."""
     for step in reversed(steps):
         meta = step.get("metadata") or {}
         if isinstance(meta, str):
@@ -655,8 +686,15 @@ def last_draft_ticket(steps: Sequence[Mapping[str, Any]]) -> str | None:
             except ValueError:
                 continue
         if isinstance(meta, Mapping) and meta.get("kind") == "draft" and meta.get("question"):
-            return str(meta["question"])
+            style = meta.get("style")
+            return str(meta["question"]), style if style in STYLE_LABELS else "default"
     return None
+
+
+def last_draft_ticket(steps: Sequence[Mapping[str, Any]]) -> str | None:
+    """The ticket of the last draft in a resumed thread's steps (for its refinements)."""
+    found = last_draft(steps)
+    return found[0] if found else None
 
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")

@@ -12,6 +12,7 @@ code and source) is shown beside the draft by the chat, never inside it.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from ingest.entries import Entry
 
@@ -115,30 +116,80 @@ def _norm(text: str) -> str:
     return _WS.sub(" ", text.casefold()).strip(" .")
 
 
-def seen_message(ticket: str, entry: Entry | None) -> str | None:
-    """The error message the merchant quotes, in the entry's own wording, if the ticket has it.
+# Text the merchant put in quotes: the message they saw, in their words. Straight single
+# quotes count only around whole words, so "don't … it's" is no quote.
+_QUOTED = re.compile(
+    r'"([^"\n]{3,160})"|“([^”\n]{3,160})”|„([^“”\n]{3,160})[“”]|«([^»\n]{3,160})»'
+    r"|(?<!\w)'([^'\n]{3,160})'(?!\w)"
+)
+_WORD = re.compile(r"[^\W\d_]{3,}")
+# Words too common to tell two error messages apart.
+_COMMON_WORDS = frozenset(
+    "the and for not was were can cannot could could not with this that from has have are"
+    " please error message".split()
+)
 
-    Only the knowledge base's wording is echoed: other quoted text in a ticket may be
-    anything, including instructions the reply must not repeat.
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.casefold()) if w not in _COMMON_WORDS}
+
+
+def _messages(entry: Entry) -> list[tuple[str, str | None]]:
+    """(message, its English or None) of the entry and of each of its sub-errors."""
+    out: list[tuple[str, str | None]] = []
+    if entry.message:
+        out.append((entry.message, entry.message_gloss))
+    out += [(p.message, p.gloss) for p in entry.parts if p.message]
+    return out
+
+
+def _quoted_message(ticket: str, entry: Entry) -> tuple[str, str | None] | None:
+    """A quote of the ticket that says what one of the entry's messages says, with its English.
+
+    A merchant quotes the message in their own language or words ("Räkenskapsår saknas"
+    for "Fiscal year not available"). Only a quote whose words (read through the Nordic
+    glossary) carry at least half of a message's words is taken, so other quoted text,
+    such as instructions, is never repeated to the merchant.
     """
+    from bot.glossary import translate_query
+
+    for match in _QUOTED.finditer(ticket):
+        quote = _WS.sub(" ", next(g for g in match.groups() if g)).strip(" .,:;")
+        if not quote:
+            continue
+        translated = translate_query(quote)
+        words = _content_words(translated) | _content_words(quote)
+        for message, gloss in _messages(entry):
+            english = gloss or message
+            wanted = _content_words(english)
+            if wanted and len(wanted & words) * 2 >= len(wanted):
+                # The English is worth adding only when the quote is not English itself.
+                return quote, english if translated != quote else None
+    return None
+
+
+def seen_message(ticket: str, entry: Entry | None) -> str | None:
+    """The error message the merchant quotes, if the ticket has it.
+
+    The knowledge base's own wording when the ticket contains it; else the merchant's
+    quote of it in their language (see :func:`_quoted_message`). Other quoted text in a
+    ticket may be anything, including instructions the reply must not repeat.
+    """
+    seen = _seen(ticket, entry)
+    return seen[0] if seen else None
+
+
+def _seen(ticket: str, entry: Entry | None) -> tuple[str, str | None] | None:
+    """The message the merchant saw and its English (None when it is English already)."""
     if entry is None:
         return None
-    for message in [entry.message, *(p.message for p in entry.parts)]:
-        if message and _norm(message) in _norm(ticket):
-            return message
-    if entry.message_gloss and _norm(entry.message_gloss) in _norm(ticket):
-        return entry.message_gloss
-    return None
-
-
-def english_meaning(entry: Entry, message: str) -> str | None:
-    """The English of a quoted non-English message, when the entry gives it."""
-    if entry.message == message and entry.message_gloss:
-        return entry.message_gloss
-    for part in entry.parts:
-        if part.message == message and part.gloss:
-            return part.gloss
-    return None
+    for message, gloss in _messages(entry):
+        if _norm(message) in _norm(ticket):
+            return message, gloss
+    for _message, gloss in _messages(entry):
+        if gloss and _norm(gloss) in _norm(ticket):
+            return gloss, None
+    return _quoted_message(ticket, entry)
 
 
 def _solutions(entry: Entry) -> list[tuple[list[str], str]]:
@@ -221,63 +272,152 @@ def fix_steps(entry: Entry) -> list[str]:
     ]
 
 
+# A draft's style: "default", or the refinements it has, in this order, joined by "+".
+REFINEMENTS = ("shorter", "formal")
+STYLES = ("default", "shorter", "formal", "shorter+formal")
+
+
+def style_name(shorter: bool, formal: bool) -> str:
+    """The style with these refinements ("shorter+formal"), "default" with none."""
+    names = [n for n, on in zip(REFINEMENTS, (shorter, formal), strict=True) if on]
+    return "+".join(names) or "default"
+
+
+def style_flags(style: str) -> tuple[bool, bool]:
+    """(shorter, formal) of a style; an unknown style is the default."""
+    parts = set(style.split("+")) if style in STYLES else set()
+    return "shorter" in parts, "formal" in parts
+
+
+def combine_styles(current: str, requested: str) -> str:
+    """A refinement applied to a draft that has others: "formal" + "shorter" keeps both."""
+    shorter, formal = style_flags(current)
+    more_shorter, more_formal = style_flags(requested)
+    return style_name(shorter or more_shorter, formal or more_formal)
+
+
+# Words of a ticket about data that did not sync (after the Nordic glossary's translation):
+# only then does a reply ask for the task ID from the Tasks or Logs page.
+_SYNC_PROBLEM = re.compile(
+    r"\b(?:sync\w*|synchroni\w*|fail\w*|error\w*|stuck|tasks?|logs?|integration\w*"
+    r"|not (?:been )?(?:transferred|created|booked|showing|appearing|arriving|coming)"
+    r"|missing (?:in|from)|(?:do|did|does)(?:n't| not) (?:show|appear|arrive|come)"
+    r"|\d{5,})\b",
+    re.I,
+)
+
+
+def is_sync_problem(ticket: str) -> bool:
+    """True when a ticket is about data that failed or did not sync (orders, tasks, errors)."""
+    from bot.glossary import translate_query
+
+    return bool(_SYNC_PROBLEM.search(translate_query(ticket)))
+
+
+def contact_lines(contacts: str) -> str:
+    """The address and phone lines of the support contacts, without their advice.
+
+    The FAQ tells merchants what to include "when contacting support"; a reply sent by
+    support must not tell the merchant how to contact support about a sync issue.
+    """
+    lines = [line for line in contacts.splitlines() if line.lstrip().startswith(("-", "*", "•"))]
+    return "\n".join(lines) or contacts.strip()
+
+
+# What a reply says, in the default and the formal register.
+_WORDING = {
+    False: {
+        "thanks": "Thanks for reaching out to Junipeer support.",
+        "closing": "Best regards,",
+        "seen": "You wrote that you see this message:",
+        "fix": "To fix it:",
+        "more": "If this does not solve it, just reply to this message or contact us:",
+        "no_match": (
+            "We could not match your question to a known issue in our knowledge base, so a "
+            "support specialist will look into it and get back to you."
+        ),
+        "task_id": (
+            "To help us investigate quickly, please reply with the task ID or reference number "
+            "from the Tasks or Logs page."
+        ),
+    },
+    True: {
+        "thanks": "Thank you for contacting Junipeer support.",
+        "closing": "Kind regards,",
+        "seen": "You wrote that you see the following message:",
+        "fix": "To resolve it:",
+        "more": "Should this not resolve the issue, please reply to this message or contact us:",
+        "no_match": (
+            "We were unable to match your enquiry to a known issue in our knowledge base. A "
+            "support specialist will therefore look into it and contact you."
+        ),
+        "task_id": (
+            "To assist our investigation, please reply with the task ID or reference number "
+            "from the Tasks or Logs page."
+        ),
+    },
+}
+
+
 def compose_reply(
     ticket: str,
     entry: Entry | None,
     contacts: str,
     style: str = "default",
 ) -> str:
-    """The reply text for a ticket, in one of the styles ``default``, ``shorter``, ``formal``.
+    """The reply text for a ticket, in one of :data:`STYLES`.
 
     Args:
         ticket: The merchant's message.
         entry: The knowledge-base entry the reply is built from; None when none matched.
             Its solution (or its sub-errors' solutions) gives what to do, in its order.
-        contacts: Support contact lines, for the closing.
-        style: ``shorter`` is at most half as long as the default reply.
+        contacts: Support contact lines, for the closing (advice for merchants contacting
+            support is dropped).
+        style: ``default``, ``shorter``, ``formal`` or both refinements
+            (``shorter+formal``). A shorter reply is at most half as long as the reply
+            without "shorter" in the same register.
     """
+    shorter, formal = style_flags(style)
+    words = _WORDING[formal]
     name = signature_name(ticket)
-    formal = style == "formal"
     if name:
         greeting = f"{'Dear' if formal else 'Hi'} {name},"
     else:
         greeting = "Dear customer," if formal else "Hi,"
-    thanks = (
-        "Thank you for contacting Junipeer support."
-        if formal
-        else "Thanks for reaching out to Junipeer support."
-    )
-    closing = ["Kind regards," if formal else "Best regards,", "Junipeer Support"]
+    closing = [words["closing"], "Junipeer Support"]
     if entry is None:
-        body = (
-            "We could not match your question to a known issue in our knowledge base, so a "
-            "support specialist will look into it. To help us investigate quickly, please reply "
-            "with the task ID or reference number from the Tasks or Logs page."
-        )
-        return "\n".join([greeting, "", thanks, "", body, "", *closing])
+        body = [words["no_match"]]
+        # Only a sync problem has a task ID; a question about prices or a charity discount
+        # must not be asked for one.
+        if is_sync_problem(ticket):
+            body.append(words["task_id"])
+        if shorter:
+            return "\n".join([greeting, "", " ".join(body), "", *closing])
+        return "\n".join([greeting, "", words["thanks"], "", " ".join(body), "", *closing])
 
-    seen = seen_message(ticket, entry)
-    english = english_meaning(entry, seen) if seen else None
+    seen = _seen(ticket, entry)
     numbered = [f"{n}. {step}" for n, step in enumerate(fix_steps(entry), 1)]
-    if style == "shorter":
-        # At most half the default reply: the cause and the first steps, no contacts
+    if shorter:
+        # At most half the full reply: the cause and the first steps, no contacts
         # (the merchant replies to the e-mail anyway).
-        limit = len(compose_reply(ticket, entry, contacts, "default")) // 2
-        lead = f"“{seen}” means: " if seen else ""
-        lead += entry.cause or entry.text or ""
+        full = compose_reply(ticket, entry, contacts, style_name(False, formal))
+        limit = len(full) // 2
+        lead = f"“{seen[0]}” means: " if seen else ""
+        cause = entry.cause or entry.text or ""
+        lead += _lower_first(cause) if seen else cause
         for keep in range(len(numbered), -1, -1):
-            fix = ["", "To fix it:", *numbered[:keep]] if keep else []
+            fix = ["", words["fix"], *numbered[:keep]] if keep else []
             reply = "\n".join([greeting, "", lead, *fix, "", *closing])
             if len(reply) <= limit:
                 return reply
             if keep == 0:
                 lead = lead.split(". ")[0].rstrip(".") + "."
-                reply = "\n".join([greeting, "", lead, "", *closing])
-                return reply
+                return "\n".join([greeting, "", lead, "", *closing])
 
-    lines = [greeting, "", thanks]
+    lines = [greeting, "", words["thanks"]]
     if seen:
-        lines += ["", "You wrote that you see this message:", f"> {seen}"]
+        message, english = seen
+        lines += ["", words["seen"], f"> {message}"]
         if english:
             lines += ["", f"In English it reads “{english}”."]
     if entry.cause:
@@ -287,14 +427,8 @@ def compose_reply(
         lines += ["", entry.text]
     fix = fix_lines(entry)
     if fix:
-        lines += ["", "To fix it:", *fix]
-    lines += [
-        "",
-        "If this does not solve it, just reply to this message or contact us:",
-        contacts,
-        "",
-        *closing,
-    ]
+        lines += ["", words["fix"], *fix]
+    lines += ["", words["more"], contact_lines(contacts), "", *closing]
     return "\n".join(lines)
 
 
@@ -304,3 +438,126 @@ def _lower_first(sentence: str) -> str:
     if first in _ORDINARY_FIRST_WORDS:
         return sentence[0].lower() + sentence[1:]
     return sentence
+
+
+# -- typed refinements ("make it shorter", "write it in Swedish") ------------------------
+
+# A refinement is a short request; a ticket that happens to say "shorter" is longer.
+MAX_REFINEMENT_CHARS = 100
+
+_TO_SHORTER = re.compile(
+    r"\b(shorter|shorten|more concise|concise|too long|briefer|brief|less wordy|kortare)\b", re.I
+)
+_TO_LONGER = re.compile(r"\b(longer|too short|more detail(?:ed|s)?|in full|full length)\b", re.I)
+_TO_FORMAL = re.compile(
+    r"\b(?<!less )(?<!not so )(more formal|formal|more polite|politer|more professional|"
+    r"formellare)\b",
+    re.I,
+)
+_TO_INFORMAL = re.compile(
+    r"\b(less formal|not so formal|informal|more casual|casual|friendlier|more friendly)\b", re.I
+)
+_TO_DEFAULT = re.compile(r"\b(normal|as before|original|start over|undo|reset)\b", re.I)
+_LANGUAGES = (
+    r"swedish|svenska|norwegian|norsk|danish|dansk|finnish|suomi|german|deutsch|french|"
+    r"spanish|dutch|english|engelska"
+)
+_LANGUAGE = re.compile(rf"\b({_LANGUAGES})\b", re.I)
+_TRANSLATE = re.compile(rf"\b(translat\w*|(?:in|into|to|på) ({_LANGUAGES}))\b", re.I)
+# A request addressed to the draft: an editing verb ("make it", "remove the phone number",
+# "write it in …") whose object, right after it, is the draft or a part of it. A merchant's
+# ticket ("Can you add a VAT rate for Norway?", "make it work again") names no part of a
+# reply there.
+_EDIT_VERB = (
+    r"(?:make|write|rewrite|re-write|redo|reword|rephrase|remove|delete|drop|add|include|"
+    r"translate|change|replace|put|mention|insert|leave out|take out|cut|omit|skip|sign|"
+    r"keep|start|end|shorten|format|tweak|lose|swap)"
+)
+_DRAFT_PART = (
+    r"(?:(?:it|this|that|them)(?! (?:work|works|stop|sync|go|run|fail)\b)|"
+    r"(?:(?:the|a|an|this|that|your|its|our)\s+)?(?:[\w-]+\s+)?"
+    r"(?:draft|reply|answer|response|text|e-?mail|mail|message|greeting|closing|signature|"
+    r"sign-?off|phone(?: number)?|number|contacts?|contact (?:details|info|information|block|"
+    r"lines?)|address|steps?|cause|name|paragraphs?|sentences?|lines?|intro(?:duction)?|tone|"
+    r"wording|part|bit|link|thanks|ending|opening|bullets?|list|quote))"
+)
+_ADDRESSED_TO_DRAFT = re.compile(
+    r"^\W*(?:(?:ok|okay|now|and|also|then|thanks|great|hm+)\W+)*"
+    r"(?:(?:please|pls|can you|could you|would you|will you|can we|could we|let'?s|"
+    r"i'?d like you to|i want you to|try to)\W+)*"
+    rf"{_EDIT_VERB}\s+{_DRAFT_PART}\b",
+    re.I,
+)
+# Edits of the text itself (not of its length or register), anywhere in the request.
+_TEXT_EDIT = re.compile(
+    r"\b(?:remove|delete|drop|add|include|insert|mention|replace|swap|leave out|take out|omit|"
+    rf"skip|lose|change|put|sign|keep|start|end)\s+{_DRAFT_PART}\b",
+    re.I,
+)
+
+# What the agent is told when a typed refinement cannot be done.
+CANNOT_TRANSLATE = (
+    "I can only write drafts in English, the language of the knowledge base: translate the "
+    "draft yourself before sending, or send it in English."
+)
+CANNOT_EDIT = (
+    "I cannot edit the draft's text itself: copy it and make that change before sending. "
+    "I can make it shorter (the shorter draft has no contact details), more formal, less "
+    "formal, or go back to the original."
+)
+ALREADY_ENGLISH = "The draft is already in English."
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """What a typed request does to the last draft.
+
+    Attributes:
+        style: The style to redo the draft in (the refinements compose: "shorter" after
+            "more formal" stays formal); None when nothing can be redone.
+        note: What to tell the agent (a change that cannot be made), or "".
+    """
+
+    style: str | None
+    note: str = ""
+
+
+def typed_refinement(text: str, current: str = "default") -> Refinement | None:
+    """What a typed message asks of the last draft, or None when it is not about the draft.
+
+    Style requests ("make it shorter and more formal", "less formal", "back to the
+    original") compose with the draft's ``current`` style. Other requests addressed to the
+    draft ("write it in Swedish", "remove the phone number") are refinements too, never
+    new tickets: the note says what cannot be done.
+    """
+    request = _WS.sub(" ", text).strip()
+    if not request or len(request) > MAX_REFINEMENT_CHARS:
+        return None
+    shorter, formal = style_flags(current)
+    changed = False
+    if _TO_DEFAULT.search(request):
+        shorter, formal, changed = False, False, True
+    if _TO_LONGER.search(request):
+        shorter, changed = False, True
+    if _TO_SHORTER.search(request):
+        shorter, changed = True, True
+    if _TO_INFORMAL.search(request):
+        formal, changed = False, True
+    elif _TO_FORMAL.search(request):
+        formal, changed = True, True
+    language = _LANGUAGE.search(request)
+    addressed = bool(_ADDRESSED_TO_DRAFT.search(request))
+    translate = bool(_TRANSLATE.search(request)) and (addressed or len(request.split()) <= 6)
+    if not (changed or addressed or translate):
+        return None
+    if changed and not (addressed or translate) and len(request.split()) > 8:
+        # "Our invoices got shorter descriptions after the update": a ticket, not a request.
+        return None
+    style = style_name(shorter, formal) if changed else None
+    note = ""
+    if translate or (addressed and language):
+        english = language is not None and language.group(1).casefold() in {"english", "engelska"}
+        note = ALREADY_ENGLISH if english else CANNOT_TRANSLATE
+    elif (addressed and not changed) or _TEXT_EDIT.search(request):
+        note = CANNOT_EDIT
+    return Refinement(style, note)

@@ -743,12 +743,19 @@ def test_agent_drafts_a_reply_ready_to_send_and_refines_it(agent_server: Server,
     assert len(shorter.locator("pre").inner_text()) <= len(reply) / 2
     shot(page, "agent-03-shorter")
 
-    # A typed refinement acts on the last draft; it is not a new ticket nor a gap.
+    # A typed refinement acts on the last draft; it is not a new ticket nor a gap. It
+    # composes with the last one: more formal and still shorter.
     formal = ask(page, "can you make it more formal?")
-    assert "Draft reply (more formal)" in formal.inner_text()
+    assert "Draft reply (shorter, more formal)" in formal.inner_text()
     assert formal.locator("pre").inner_text().startswith("Dear Anna,")
+    assert len(formal.locator("pre").inner_text()) <= len(reply) / 2
+    # One that cannot be done is said to the agent, not drafted as a ticket.
+    swedish = ask(page, "can you write it in Swedish?")
+    assert "I can only write drafts in English" in swedish.inner_text()
+    assert not swedish.locator("pre").count()
     abstained = [r["question"] for r in fetch_abstentions(agent_server.database_url)]
     assert "can you make it more formal?" not in abstained
+    assert "can you write it in Swedish?" not in abstained
 
     # History is titled by the error; the resumed thread keeps its profile and buttons.
     page.goto(agent_server.url)
@@ -757,7 +764,8 @@ def test_agent_drafts_a_reply_ready_to_send_and_refines_it(agent_server: Server,
     resumed = page.locator(ANSWER).last
     resumed.locator("button").filter(has_text="Shorter").wait_for(timeout=ANSWER_TIMEOUT_MS)
     shot(page, "agent-04-resumed")
-    again = ask(page, "shorter please")
+    # ... and its last draft's style: "less formal" keeps it shorter.
+    again = ask(page, "less formal please")
     assert "Draft reply (shorter)" in again.inner_text()
     assert again.locator("pre").inner_text().startswith("Hi Anna,")
 

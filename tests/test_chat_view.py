@@ -331,12 +331,12 @@ def test_shorter_draft_is_at_most_half_as_long() -> None:
 
 
 def test_typed_refinements_are_recognised_only_when_short() -> None:
-    assert render.refinement_style("can you make it shorter?") == "shorter"
-    assert render.refinement_style("More formal please") == "formal"
-    assert render.refinement_style("less formal") == "default"
-    assert render.refinement_style("Orders fail with Fiscal year not available") is None
+    assert render.refinement_of("can you make it shorter?") == render.Refinement("shorter")
+    assert render.refinement_of("More formal please") == render.Refinement("formal")
+    assert render.refinement_of("less formal", "formal") == render.Refinement("default")
+    assert render.refinement_of("Orders fail with Fiscal year not available") is None
     long_ticket = "Our invoices got shorter descriptions after the update and now fail. " * 2
-    assert render.refinement_style(long_ticket) is None
+    assert render.refinement_of(long_ticket) is None
 
 
 def test_refined_draft_is_marked_so_gaps_skip_it() -> None:
