@@ -20,7 +20,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from bot.answer_types import Answer, Filters
 from bot.config import REPO_ROOT, Settings, SettingsError, load_settings
-from bot.safe_text import CliConsole, utf8_safe, utf8_safe_data
+from bot.safe_text import (
+    CliConsole,
+    display_safe,
+    display_safe_data,
+    looks_binary,
+    one_line,
+    utf8_safe,
+    utf8_safe_data,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +53,10 @@ def _settings(**overrides: object) -> Settings:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # faiss tries its AVX2 build first and logs the failed import at INFO on machines
+    # without it ("No module named 'faiss.swigfaiss_avx2'") on every command, though the
+    # generic build it falls back to works. Its errors are still shown.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     return settings
 
 
@@ -114,16 +126,34 @@ def _guarded(call, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         raise _fail(str(exc)) from None
 
 
-def _read_text_arg(text: str | None) -> str:
-    """The argument, or standard input when it is '-' or missing (undecodable bytes replaced)."""
+def _read_text_arg(text: str | None, what: str = "question") -> str:
+    """The argument, or standard input when it is '-' or missing (undecodable bytes replaced).
+
+    Empty input and input that is not text (a program, an image) are refused with a usage
+    error rather than answered: there is nothing to answer.
+    """
     if text is not None and text != "-":
         # Arguments that were not valid UTF-8 arrive with surrogate escapes; replace them.
         try:
-            return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
-            return utf8_safe(text)
-    data = sys.stdin.buffer.read()
-    return data.decode("utf-8", errors="replace")
+            text = utf8_safe(text)
+    else:
+        text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
+        # `supportbot draft < /bin/ls`: an answer to a program's bytes helps nobody.
+        if looks_binary(text):
+            raise _fail(f"Standard input is not text (a binary file?): give the {what} as text.", 2)
+    if not display_safe(text).replace("\ufffd", "").strip():
+        raise _fail(f"No {what} given: pass it as an argument or on standard input.", 2)
+    return text
+
+
+def _print_notices(notices: tuple[str, ...] | list[str]) -> None:
+    """Notices (e.g. a long question cut) to stderr, in plain words."""
+    from bot.chat_render import plain_notice
+
+    for notice in notices:
+        console.print(f"[yellow]{escape(plain_notice(notice))}[/yellow]")
 
 
 def _filters(severity: list[str], system: list[str], kind: list[str]) -> Filters | None:
@@ -151,8 +181,7 @@ def _echo_json_document(data: object) -> None:
 
 def _print_answer(answer: Answer) -> None:
     out = CliConsole()
-    for notice in answer.notices:
-        console.print(f"[yellow]{escape(notice)}[/yellow]")
+    _print_notices(answer.notices)
     out.print(answer.text, markup=False, highlight=False)
     for title, citations in (("Citations", answer.citations), ("Suggestions", answer.related)):
         if not citations:
@@ -253,15 +282,16 @@ def ask(
     filters = _filters(severity, system, kind)
     if k is not None and not 1 <= k <= 20:
         raise _fail("-k must be between 1 and 20.", 2)
-    bot = _load_bot(settings)
     if question is None and sys.stdin.isatty():
-        _interactive(bot, filters, k)
+        _interactive(_load_bot(settings), filters, k)
         return
-    answer = _guarded(bot.answer, _read_text_arg(question), filters=filters, k=k)
+    # Read (and refused if empty or binary) before the model loads for seconds.
+    text = _read_text_arg(question)
+    bot = _load_bot(settings)
+    answer = _guarded(bot.answer, text, filters=filters, k=k)
     if as_json:
         # The JSON object is a fixed contract; notices (e.g. truncation) go to stderr.
-        for notice in answer.notices:
-            console.print(f"[yellow]{escape(notice)}[/yellow]")
+        _print_notices(answer.notices)
         typer.echo(_json_line(answer.to_json()))
     else:
         _print_answer(answer)
@@ -292,19 +322,27 @@ def draft(
     ticket: Annotated[
         str | None, typer.Argument(help="Ticket text; '-' or none reads stdin.")
     ] = None,
-    style: Annotated[str, typer.Option(help="default, shorter or formal.")] = "default",
+    style: Annotated[
+        str,
+        typer.Option(help="default, shorter, formal or shorter+formal (both refinements)."),
+    ] = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Draft a reply to a merchant's ticket, with the entries to check it against."""
-    if style not in ("default", "shorter", "formal"):
-        raise _fail("--style must be default, shorter or formal.", 2)
+    from bot.chat_render import plain_notice
+    from bot.drafting import STYLES
+
+    if style not in STYLES:
+        raise _fail(f"--style must be {', '.join(STYLES[:-1])} or {STYLES[-1]}.", 2)
     settings = _settings()
+    text = _read_text_arg(ticket, "ticket")
     bot = _load_bot(settings)
-    result = _guarded(bot.draft, _read_text_arg(ticket), style=style)
-    for notice in result.notices:
-        console.print(f"[yellow]{escape(notice)}[/yellow]")
+    result = _guarded(bot.draft, text, style=style)
+    _print_notices(result.notices)
     if as_json:
-        typer.echo(_json_line(result.to_json()))
+        data = result.to_json()
+        data["notices"] = [plain_notice(n) for n in result.notices]
+        typer.echo(_json_line(data))
         return
     out = CliConsole()
     out.print(result.reply, markup=False, highlight=False)
@@ -433,6 +471,9 @@ def feedback(
 
     settings = _settings()
     (rows,) = _read_database(settings, fetch_feedback)
+    # Comments and questions are typed by anyone: no NUL, bell or right-to-left override
+    # reaches the reader's terminal, spreadsheet or JSON tools.
+    rows = display_safe_data(rows)
     if as_csv:
         import csv
 
@@ -452,14 +493,14 @@ def feedback(
     for row in rows:
         verdict = "👍" if row["value"] else "👎"
         cited = ", ".join(str(c.get("code") or c.get("title")) for c in row["citations"] or [])
-        comment = f' — "{row["comment"]}"' if row.get("comment") else ""
+        comment = f' — "{one_line(row["comment"])}"' if row.get("comment") else ""
         if row.get("answer_missing"):
             # A rating kept by a crash that lost its answer: shown, so it is not lost twice.
             when = row["created_at"] or "(time unknown)"
             line = f"{when} {verdict} (answer not stored: step {row['step_id']}){comment}"
             typer.echo(utf8_safe(line))
             continue
-        line = f"{row['created_at']} {verdict} {row['question']!r} [{cited}]{comment}"
+        line = f"{row['created_at']} {verdict} {one_line(row['question'])!r} [{cited}]{comment}"
         typer.echo(utf8_safe(line))
 
 
@@ -483,7 +524,7 @@ def gaps(
 
     settings = _settings()
     feedback_rows, abstentions = _read_database(settings, fetch_feedback, fetch_abstentions)
-    report = utf8_safe_data(gap_report(feedback_rows, abstentions))
+    report = display_safe_data(gap_report(feedback_rows, abstentions))
     candidates: list[dict[str, object]] | None = None
     if vocabulary or not as_json:
         candidates = _vocabulary_candidates(settings, [row["question"] for row in abstentions])
@@ -506,11 +547,22 @@ def gaps(
             f"{group['count']:4d}  {label}  (thumbs down: {group['thumbs_down']}, "
             f"not answered: {group['abstained']})"
         )
-        for question in group["questions"][:5]:
-            typer.echo(f"        - {question}")
-        for comment in group["comments"][:5]:
-            typer.echo(f'        comment: "{comment}"')
+        _print_some(group["questions"], "- {}")
+        _print_some(group["comments"], 'comment: "{}"')
     _print_candidates(candidates)
+
+
+# Questions and comments listed per group of the gap report; the rest are counted.
+GAP_LISTED = 5
+
+
+def _print_some(texts: list[str], template: str) -> None:
+    """The first :data:`GAP_LISTED` texts, one line each, then how many more there are."""
+    for text in texts[:GAP_LISTED]:
+        # A multi-line ticket stays on its line of the listing.
+        typer.echo("        " + template.format(one_line(text)))
+    if len(texts) > GAP_LISTED:
+        typer.echo(f"        …and {len(texts) - GAP_LISTED} more")
 
 
 def _vocabulary_candidates(
@@ -533,7 +585,7 @@ def _vocabulary_candidates(
     except (IndexUnavailableError, CorpusError) as exc:
         logger.debug("No index for candidate words: %s", exc)
         return None
-    return utf8_safe_data(candidate_words(questions, retriever.uncovered_words))
+    return display_safe_data(candidate_words(questions, retriever.uncovered_words))
 
 
 def _print_candidates(candidates: list[dict[str, object]] | None) -> None:
@@ -548,7 +600,7 @@ def _print_candidates(candidates: list[dict[str, object]] | None) -> None:
         "(candidates for corpus/synonyms.txt):"
     )
     for c in candidates:
-        examples = "; ".join(repr(q) for q in c["examples"])  # type: ignore[union-attr]
+        examples = "; ".join(repr(one_line(q)) for q in c["examples"])  # type: ignore[union-attr]
         typer.echo(utf8_safe(f"{c['questions']:4d}  {c['word']}  e.g. {examples}"))
 
 
@@ -609,7 +661,7 @@ def handoffs(
 
     settings = _settings()
     (rows,) = _read_database(settings, fetch_handoffs)
-    rows = utf8_safe_data(rows)
+    rows = display_safe_data(rows)
     if as_json:
         _echo_json_document(rows)
         return
@@ -617,8 +669,10 @@ def handoffs(
         typer.echo("No hand-offs yet.")
     for row in rows:
         error = " — ".join(str(x) for x in (row.get("code"), row.get("message")) if x)
-        typer.echo(f"{row['created_at']}  {row['question']!r}" + (f"  [{error}]" if error else ""))
-        typer.echo(f"        suggested: {row.get('suggested') or '-'}")
+        question = one_line(row["question"] or "")
+        error = f"  [{one_line(error)}]" if error else ""
+        typer.echo(f"{row['created_at']}  {question!r}{error}")
+        typer.echo(f"        suggested: {one_line(row.get('suggested') or '') or '-'}")
         typer.echo(f"        conversation: {row.get('link') or row['thread_id']}")
 
 

@@ -230,6 +230,55 @@ def test_draft_json_and_bad_style(prebuilt):
     assert "--style" in bad.output
 
 
+@pytest.mark.parametrize("command", ["ask", "draft"])
+@pytest.mark.parametrize("stdin", ["", " \n\t\x00 \n"], ids=["empty", "blank"])
+def test_empty_input_is_an_error_not_an_answer(prebuilt, command, stdin):
+    what = "ticket" if command == "draft" else "question"
+    for args in ([command], [command, "--json", "-"], [command, ""]):
+        result = _run(prebuilt, *args, input=stdin)
+        assert result.exit_code == 2, result.output
+        assert f"No {what} given" in result.stderr
+        # Nothing a script could take for an answer or a draft to send.
+        assert result.stdout == ""
+        assert "Please type a question" not in result.output
+
+
+@pytest.mark.parametrize("command", ["ask", "draft"])
+def test_binary_input_is_refused(prebuilt, command):
+    for data in (Path("/bin/ls").read_bytes()[:200_000], os.urandom(4096)):
+        result = CliRunner().invoke(
+            app,
+            [command, "--json", "-"],
+            env={"SUPPORTBOT_INDEX__DIR": str(prebuilt), "SUPPORTBOT_LOG_LEVEL": "WARNING"},
+            input=data,
+        )
+        assert result.exit_code == 2, result.output
+        assert "Standard input is not text" in result.stderr
+        assert result.stdout == ""
+
+
+@pytest.mark.parametrize("command", ["ask", "draft"])
+def test_a_long_paste_is_said_to_be_cut_in_plain_words(prebuilt, command):
+    paste = "Fiscal year not available. " + "Here is the whole log of the night. " * 620
+    assert len(paste) > 22_000
+    for args in ([command, "-"], [command, "--json", "-"]):
+        result = _run(prebuilt, *args, input=paste)
+        assert result.exit_code == 0, result.output
+        assert "only its beginning" in result.stderr
+        assert "token" not in result.output.casefold()
+
+
+def test_draft_styles_compose_on_the_command_line(prebuilt):
+    ticket = 'Hej, all our orders fail with "Räkenskapsår saknas" since yesterday … /Anna'
+    formal = _one_json(_run(prebuilt, "draft", "--json", "--style", "formal", ticket).stdout)
+    both = _run(prebuilt, "draft", "--json", "--style", "shorter+formal", ticket)
+    assert both.exit_code == 0, both.output
+    reply = _one_json(both.stdout)["reply"]
+    assert reply.startswith("Dear Anna,")
+    assert len(reply) <= len(formal["reply"]) / 2
+    assert "> Räkenskapsår saknas" in formal["reply"]
+
+
 def _console_script(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run the installed ``supportbot`` command in a fresh process, settings from ``env`` only."""
     script = Path(sys.executable).parent / "supportbot"
@@ -248,14 +297,40 @@ def _console_script(cwd: Path, *args: str, **env: str) -> subprocess.CompletedPr
 
 
 def test_real_console_script(prebuilt, tmp_path):
+    # At the default log level (INFO), as a user runs it.
     completed = _console_script(
-        tmp_path, "ask", "--json", "Fiscal year not available", SUPPORTBOT_INDEX__DIR=str(prebuilt)
+        tmp_path,
+        "ask",
+        "--json",
+        "Fiscal year not available",
+        SUPPORTBOT_INDEX__DIR=str(prebuilt),
+        SUPPORTBOT_LOG_LEVEL="INFO",
     )
     assert completed.returncode == 0, completed.stderr
     data = _one_json(completed.stdout)
     _check_contract(data)
     assert data["citations"][0]["code"] == "FORTNOX_FISCAL_YEAR"
     assert "Traceback" not in completed.stderr
+    # faiss's loader reports its failed AVX2 import on machines without that build: noise.
+    assert "swigfaiss" not in completed.stderr
+    assert "faiss.loader" not in completed.stderr
+
+
+def test_faiss_loader_errors_are_still_shown(prebuilt):
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        result = _run(prebuilt, "ask", "--json", "Fiscal year not available")
+        assert result.exit_code == 0, result.output
+        loader = logging.getLogger("faiss.loader")
+        # Its INFO chatter is off even when everything else logs at INFO; its errors are not.
+        assert not loader.isEnabledFor(logging.INFO)
+        assert loader.isEnabledFor(logging.WARNING)
+    finally:
+        root.setLevel(level)
 
 
 def test_real_ingest_process_flushes_its_output_and_exit_status(tmp_path):

@@ -476,6 +476,94 @@ async def test_feedback_and_gaps_commands_read_the_database(db: tuple[str, Path 
     assert 'comment: "did not help"' in text.stdout
 
 
+# Characters that ring the terminal's bell, end strings, or reorder what the reader sees.
+UNDISPLAYABLE = ("\x00", "\x07", "\x1b", "\u202e", "\u2066")
+
+
+async def test_gaps_and_feedback_listings_are_whole_one_line_and_clean(
+    db: tuple[str, Path | None], tmp_path: Path
+) -> None:
+    import csv
+    import io
+    import json
+
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+
+    _use_chainlit_context()
+    from chainlit.types import Feedback
+
+    url, path = db
+    await create_schema_async(url)
+    layer = make_data_layer(url)
+    thread_id = str(uuid.uuid4())
+    await layer.update_thread(thread_id, name="gaps", tags=["Support agent"])
+    # PostgreSQL text cannot hold NUL at all; SQLite keeps it.
+    nul = "\x00" if path is not None else ""
+    questions = [
+        "Hi,\n\nour orders\tfail.\n\n/Anna",
+        *(f"question number {n}?" for n in range(6)),
+        f"bell\x07 nul{nul} \u202eevil.exe\u202c right",
+    ]
+    steps = [
+        _step(
+            thread_id,
+            "assistant_message",
+            "I could not find this…",
+            createdAt=f"2026-01-01T12:{n:02d}:00Z",
+            metadata={"kind": "answer", "question": q, "abstained": True},
+        )
+        for n, q in enumerate(questions)
+    ]
+    for step in steps:
+        await layer.create_step(step)
+    await layer.upsert_feedback(
+        Feedback(
+            forId=steps[-1]["id"],
+            threadId=thread_id,
+            value=0,
+            comment=f"wrong\x07{nul} \u202etxt.exe\u202c\nsecond line",
+        )
+    )
+    await layer.close()
+
+    runner = CliRunner()
+    env = {"SUPPORTBOT_CHAT__DATABASE_URL": url, "SUPPORTBOT_INDEX__DIR": str(tmp_path / "none")}
+    gaps = runner.invoke(app, ["gaps"], env=env)
+    assert gaps.exit_code == 0, gaps.output
+    lines = gaps.stdout.splitlines()
+    assert lines[0].startswith(f"   8  {NOT_IN_KB}")
+    listed = [line for line in lines if line.startswith("        - ")]
+    # Five listed, and the rest counted: a count of 8 does not read as 5 questions.
+    assert len(listed) == 5
+    assert "        …and 3 more" in lines
+    # A multi-line ticket keeps to its line of the listing.
+    assert "        - Hi, our orders fail. /Anna" in lines
+    assert "        - bell nul evil.exe right" in lines
+    gaps_all = runner.invoke(app, ["gaps", "--json"], env=env)
+    (group,) = json.loads(gaps_all.stdout)
+    assert len(group["questions"]) == 8
+    assert '        comment: "wrong txt.exe second line"' in lines
+
+    plain = runner.invoke(app, ["feedback"], env=env)
+    assert "'bell nul evil.exe right'" in plain.stdout
+    assert '"wrong txt.exe second line"' in plain.stdout
+    as_json = runner.invoke(app, ["feedback", "--json"], env=env)
+    (row,) = json.loads(as_json.stdout)
+    assert row["comment"] == "wrong txt.exe\nsecond line"
+    as_csv = runner.invoke(app, ["feedback", "--csv"], env=env)
+    (csv_row,) = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert csv_row["question"] == "bell nul evil.exe right"
+    for result in (gaps, gaps_all, plain, as_json, as_csv):
+        assert result.exit_code == 0, result.output
+        for char in UNDISPLAYABLE:
+            assert char not in result.stdout, (char, result.stdout)
+        # JSON escapes are characters too, once read back.
+        assert "\\u0000" not in result.stdout
+        assert "\\u0007" not in result.stdout
+
+
 async def test_handoffs_are_stored_and_listed_for_agents(db: tuple[str, Path]) -> None:
     import json
 
