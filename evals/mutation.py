@@ -53,7 +53,11 @@ TESTS = {
         "tests/test_hostile.py",
     ],
     "bot/answer.py": ["tests/test_answer.py", "tests/test_hostile.py", "tests/test_app_render.py"],
-    "bot/drafting.py": ["tests/test_answer.py", "tests/test_chat_view.py"],
+    "bot/drafting.py": [
+        "tests/test_drafting.py",
+        "tests/test_answer.py",
+        "tests/test_chat_view.py",
+    ],
 }
 
 
