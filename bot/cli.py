@@ -547,7 +547,8 @@ def gaps(
             f"{group['count']:4d}  {label}  (thumbs down: {group['thumbs_down']}, "
             f"not answered: {group['abstained']})"
         )
-        _print_some(group["questions"], "- {}")
+        questions = zip(group["questions"], group["asked"], strict=True)
+        _print_some([f"{q} (asked {n} times)" if n > 1 else q for q, n in questions], "- {}")
         _print_some(group["comments"], 'comment: "{}"')
     _print_candidates(candidates)
 

@@ -810,7 +810,8 @@ def gap_report(
     Returns:
         One dict per entry: ``entry`` (its id, or None for answers citing nothing),
         ``label``, ``count`` (distinct answers), ``thumbs_down``, ``abstained``,
-        ``questions`` (distinct, most asked first) and ``comments`` (non-empty).
+        ``questions`` (distinct, most asked first), ``asked`` (how often each of them
+        was) and ``comments`` (non-empty).
         Abstentions, which cite nothing, are grouped under ``entry=None``.
     """
     groups: dict[str | None, dict[str, Any]] = {}
@@ -863,6 +864,8 @@ def gap_report(
                 "thumbs_down": g["thumbs_down"],
                 "abstained": g["abstained"],
                 "questions": [q for q, _ in g["questions"].most_common()],
+                # How often each of ``questions`` was asked: a count of 10 may be 5 questions.
+                "asked": [n for _, n in g["questions"].most_common()],
                 "comments": g["comments"],
             }
         )

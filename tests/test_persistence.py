@@ -503,6 +503,7 @@ async def test_gaps_and_feedback_listings_are_whole_one_line_and_clean(
     nul = "\x00" if path is not None else ""
     questions = [
         "Hi,\n\nour orders\tfail.\n\n/Anna",
+        "Hi,\n\nour orders\tfail.\n\n/Anna",
         *(f"question number {n}?" for n in range(6)),
         f"bell\x07 nul{nul} \u202eevil.exe\u202c right",
     ]
@@ -533,17 +534,19 @@ async def test_gaps_and_feedback_listings_are_whole_one_line_and_clean(
     gaps = runner.invoke(app, ["gaps"], env=env)
     assert gaps.exit_code == 0, gaps.output
     lines = gaps.stdout.splitlines()
-    assert lines[0].startswith(f"   8  {NOT_IN_KB}")
+    assert lines[0].startswith(f"   9  {NOT_IN_KB}")
     listed = [line for line in lines if line.startswith("        - ")]
     # Five listed, and the rest counted: a count of 8 does not read as 5 questions.
     assert len(listed) == 5
     assert "        …and 3 more" in lines
     # A multi-line ticket keeps to its line of the listing.
-    assert "        - Hi, our orders fail. /Anna" in lines
+    # Asked twice: the count of 9 is 8 questions, one of them asked twice.
+    assert "        - Hi, our orders fail. /Anna (asked 2 times)" in lines
     assert "        - bell nul evil.exe right" in lines
     gaps_all = runner.invoke(app, ["gaps", "--json"], env=env)
     (group,) = json.loads(gaps_all.stdout)
     assert len(group["questions"]) == 8
+    assert group["asked"] == [2, 1, 1, 1, 1, 1, 1, 1]
     assert '        comment: "wrong txt.exe second line"' in lines
 
     plain = runner.invoke(app, ["feedback"], env=env)
