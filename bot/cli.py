@@ -53,10 +53,6 @@ def _settings(**overrides: object) -> Settings:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # faiss tries its AVX2 build first and logs the failed import at INFO on machines
-    # without it ("No module named 'faiss.swigfaiss_avx2'") on every command, though the
-    # generic build it falls back to works. Its errors are still shown.
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     return settings
 
 
