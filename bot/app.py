@@ -891,23 +891,40 @@ async def _on_suggestion(action: cl.Action) -> None:
         await _guarded(lambda: _answer(message))
 
 
+# The thread each live session was last resumed into (see _chat_resume).
+_RESUMED: weakref.WeakKeyDictionary[WebsocketSession, Any] = weakref.WeakKeyDictionary()
+
+
 @cl.on_chat_resume
 async def _chat_resume(thread: dict) -> None:
     steps = thread.get("steps") or []
     await _set_history(render.turns_from_steps(steps))
     cl.user_session.set("titled", True)
+    # Chainlit sends this same thread to the page once this returns: it must name the
+    # profile (the header) and carry only the last answer's sources (the panel).
+    profile = render.resumed_profile(thread, AGENT_MODE)
+    cl.context.session.chat_profile = profile
+    thread["metadata"] = render.resumed_metadata(thread, profile)
+    thread["elements"] = render.resumed_elements(steps, thread.get("elements") or [])
+    side = [e.get("id") for e in thread["elements"] if e.get("display") == "side"]
+    cl.user_session.set("side_elements", side)
     # A resumed agent thread stays an agent thread (the profile is its tag), and its last
     # draft gets its Shorter / More formal buttons back.
-    if AGENT_MODE and render.AGENT in (thread.get("tags") or []):
-        cl.user_session.set("chat_profile", render.AGENT)
+    if profile == render.AGENT:
         found = render.last_draft(steps)
         last = next((st for st in reversed(steps) if st.get("type") == "assistant_message"), None)
         if found and last and last.get("id"):
             ticket, style = found
             cl.user_session.set("last_ticket", ticket)
             cl.user_session.set("last_style", style)
-            for action in _redraft_actions(ticket, style):
-                await action.send(for_id=str(last["id"]))
+            # The page reconnects once it has switched its header to the thread's profile,
+            # and Chainlit resumes the thread again in the same session: the page still has
+            # the buttons of the first time (they were doubled).
+            session = cl.context.session
+            if _RESUMED.get(session) != thread.get("id"):
+                _RESUMED[session] = thread.get("id")
+                for action in _redraft_actions(ticket, style):
+                    await action.send(for_id=str(last["id"]))
     await _send_settings()
 
 

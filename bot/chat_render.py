@@ -697,6 +697,51 @@ def last_draft_ticket(steps: Sequence[Mapping[str, Any]]) -> str | None:
     return found[0] if found else None
 
 
+def _as_dict(value: Any) -> dict[str, Any]:
+    """A stored JSON column as a dict (SQLite hands it back as text, PostgreSQL parsed)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def resumed_profile(thread: Mapping[str, Any], agent_mode: bool) -> str:
+    """The chat profile a resumed thread was held in: its tag (Chainlit tags by profile)."""
+    tags = thread.get("tags") or []
+    if isinstance(tags, str):
+        try:
+            tags = json.loads(tags)
+        except ValueError:
+            tags = [tags]
+    return AGENT if agent_mode and AGENT in tags else MERCHANT
+
+
+def resumed_metadata(thread: Mapping[str, Any], profile: str) -> dict[str, Any]:
+    """The thread's metadata as the page reads it on resume: a dict naming its profile.
+
+    The page sets its header's profile from ``metadata.chat_profile`` only when the
+    metadata is an object; stored as text (SQLite), it was ignored and the header said
+    "Merchant" over an agent's drafts.
+    """
+    return {**_as_dict(thread.get("metadata")), "chat_profile": profile}
+
+
+def resumed_elements(
+    steps: Sequence[Mapping[str, Any]], elements: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """The elements a resumed thread shows: the last answer's sources, as after an answer.
+
+    Chainlit's panel lists every "side" element it is given under the newest one's name;
+    in a live conversation only the current answer's are kept (see ``bot/app.py``), so a
+    resumed one keeps those of its last answer with sources too, not every answer's.
+    """
+    side_for = {e.get("forId") for e in elements if e.get("display") == "side"}
+    last = next((s.get("id") for s in reversed(steps) if s.get("id") in side_for), None)
+    return [e for e in elements if e.get("display") != "side" or e.get("forId") == last]
+
+
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _PHONE = re.compile(r"Phone:\s*([+\d][\d ()+-]{5,}\d)")
 

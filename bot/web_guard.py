@@ -52,7 +52,9 @@ AUTH_COOKIE = "access_token"
 # The Chainlit web app's own pages and scripts are served from this server; images may
 # be inline (data:, blob:) but never fetched from elsewhere, so text a merchant wrote
 # (a ticket pasted by an agent, a question) cannot make a browser call a tracker. Fonts
-# are the app's own (public/fonts), so no font host is allowed either.
+# are the app's own (public/fonts), so no font host is allowed either. The page reads a
+# stored conversation's sources from data: URLs (bot/persistence.py keeps them inline), so
+# connect-src allows data: too: it reaches no host.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; "
     "script-src 'self' 'unsafe-inline'; "
@@ -60,7 +62,7 @@ CONTENT_SECURITY_POLICY = (
     "font-src 'self' data:; "
     "img-src 'self' data: blob:; "
     "media-src 'self' data: blob:; "
-    "connect-src 'self'; "
+    "connect-src 'self' data:; "
     "object-src 'none'; "
     "base-uri 'self'; "
     "form-action 'self'; "

@@ -763,6 +763,18 @@ def test_agent_drafts_a_reply_ready_to_send_and_refines_it(agent_server: Server,
     page.get_by_text("Could not retrieve/find VAT").first.click(timeout=ANSWER_TIMEOUT_MS)
     resumed = page.locator(ANSWER).last
     resumed.locator("button").filter(has_text="Shorter").wait_for(timeout=ANSWER_TIMEOUT_MS)
+    # The header names the profile of the thread, not the default one.
+    page.locator("#chat-profiles").get_by_text("Support agent").wait_for()
+    assert "Merchant" not in page.locator("#chat-profiles").inner_text()
+    # Its sources load from the database: only the last draft's in the panel, none broken.
+    side = page.locator("#side-view-content")
+    side.get_by_text("error-codes.txt, line").first.wait_for()
+    assert "An error occurred" not in side.inner_text()
+    chips = set(resumed.locator(SOURCE_LINK).all_inner_texts())
+    assert side.locator(":scope > *").count() == len(chips)
+    resumed.locator(SOURCE_LINK).first.click()
+    side.get_by_text("error-codes.txt, line").first.wait_for()
+    assert "An error occurred" not in side.inner_text()
     shot(page, "agent-04-resumed")
     # ... and its last draft's style: "less formal" keeps it shorter.
     again = ask(page, "less formal please")

@@ -461,3 +461,29 @@ def test_a_handoff_names_the_suggested_steps_also_of_a_grouped_entry() -> None:
     assert fiscal.endswith(
         "create the missing fiscal year. After creating the fiscal year, retry the failed tasks."
     )
+
+
+def test_a_resumed_thread_names_its_profile_and_keeps_its_last_answers_sources() -> None:
+    # As SQLite hands a thread back: metadata and tags as JSON text.
+    thread = {
+        "tags": json.dumps([render.AGENT]),
+        "metadata": json.dumps({"chat_settings": {"severity": "Any"}}),
+    }
+    assert render.resumed_profile(thread, agent_mode=True) == render.AGENT
+    assert render.resumed_profile(thread, agent_mode=False) == render.MERCHANT
+    assert render.resumed_profile({"tags": None}, agent_mode=True) == render.MERCHANT
+    # The page reads the profile only from a metadata object.
+    assert render.resumed_metadata(thread, render.AGENT) == {
+        "chat_settings": {"severity": "Any"},
+        "chat_profile": render.AGENT,
+    }
+    steps = [{"id": "q1"}, {"id": "a1"}, {"id": "q2"}, {"id": "a2"}, {"id": "a3"}]
+    elements = [
+        {"id": "e1", "forId": "a1", "display": "side"},
+        {"id": "e2", "forId": "a2", "display": "side"},
+        {"id": "e3", "forId": "a2", "display": "side"},
+        {"id": "p1", "forId": "a1", "display": "page"},
+    ]
+    kept = render.resumed_elements(steps, elements)
+    assert [e["id"] for e in kept] == ["e2", "e3", "p1"]
+    assert render.resumed_elements(steps, []) == []
