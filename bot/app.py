@@ -259,6 +259,13 @@ async def _shared_call(
 
 if AGENT_MODE:
 
+    @cl.on_shared_thread_view
+    async def _agent_views_conversation(thread: dict, viewer: cl.User | None) -> bool:
+        # The hand-off e-mail links a merchant's conversation here (see
+        # _conversation_link): a logged-in agent may read any stored conversation of the
+        # shared database, read-only; nobody else may (the page needs the login anyway).
+        return viewer is not None
+
     @cl.password_auth_callback
     async def _login(username: str, password: str) -> cl.User | None:
         chat = SETTINGS.chat
@@ -1170,27 +1177,57 @@ async def _draft(ticket: str, style: DraftStyle, refinement: bool = False) -> No
     await _title_thread(ticket, draft.citations)
 
 
-def _conversation_link() -> str:
-    """Where support finds this conversation: this server's thread page."""
-    session = cl.context.session
-    environ = getattr(session, "environ", None) or {}
-    host = environ.get("HTTP_HOST") or f"{SETTINGS.chat.host}:{SETTINGS.chat.port}"
-    scheme = environ.get("HTTP_X_FORWARDED_PROTO") or "http"
-    return f"{scheme}://{host}/thread/{session.thread_id}"
+def _conversation_link(thread_id: str) -> str:
+    """Where an agent opens this conversation: the agent instance's read-only view of it.
+
+    Not this server's own thread page: the merchant instance has no login, so it cannot
+    show a stored conversation to anyone. Without ``SUPPORTBOT_CHAT__AGENT_URL`` there is
+    no such page; the e-mail then gives the conversation's ID, which
+    ``supportbot handoffs --thread ID`` prints in full.
+    """
+    agent_url = SETTINGS.chat.agent_url.strip().rstrip("/")
+    return f"{agent_url}/share/{thread_id}" if agent_url else ""
+
+
+# Answers each live session has handed off (their message ids): one hand-off per answer.
+_HANDED_OFF: weakref.WeakKeyDictionary[WebsocketSession, set[str]] = weakref.WeakKeyDictionary()
 
 
 @cl.action_callback(render.HANDOFF_ACTION)
 async def _on_handoff(action: cl.Action) -> None:
+    session = cl.context.session
+    answer_id = str(action.forId or "")
+    live = isinstance(session, WebsocketSession)
+    done = _HANDED_OFF.setdefault(session, set()) if live else set()
+    if answer_id and answer_id in done:
+        # A second click (or a click while the first was on its way): the hand-off and its
+        # e-mail link are already in the chat, and stored once.
+        return
+
+    done.add(answer_id)
+
     async def send_handoff() -> None:
+        try:
+            await hand_off()
+        except BaseException:
+            done.discard(answer_id)  # not handed off: the merchant may try again
+            raise
+
+    async def hand_off() -> None:
+        thread_id = session.thread_id
         handoff = render.build_handoff(
             (await bot()).support_contacts(),
             SETTINGS.answer.support_email,
             render.handoff_answer(action.payload) or cl.user_session.get("last_answer"),
-            _conversation_link(),
+            _conversation_link(thread_id),
+            conversation=thread_id,
+            answer_id=answer_id,
         )
         rendered = render.render_handoff(handoff)
         sent = await cl.Message(content=rendered.content, metadata=rendered.metadata).send()
         _issue(sent.id, cl.context.current_step.id if cl.context.current_step else None)
+        # The button has done its work: it goes, so the hand-off is not asked for twice.
+        await action.remove()
 
     await _guarded(send_handoff)
 

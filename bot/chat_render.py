@@ -552,7 +552,7 @@ def render_answer(
         "related": [citation_record(c) for c in answer.related],
         "abstained": answer.abstained,
         "intent": intent,
-        "facts": answer_facts(answer),
+        "facts": answer_facts(answer, original_question(answer, history)),
     }
     return RenderedMessage("\n\n".join(p for p in parts if p), elements, metadata)
 
@@ -757,6 +757,17 @@ class Handoff:
     suggested: str
     link: str
     phone: str | None = None
+    # The follow-up the button was pressed under, when it is not the question itself.
+    follow_up: str = ""
+    # What the merchant saw in their own language, with the English ("" if the same).
+    seen: str = ""
+    # The closest entries offered when there was no sure answer.
+    offered: str = ""
+    # The conversation's ID (for `supportbot handoffs --thread`) and the answer's.
+    conversation: str = ""
+    answer_id: str = ""
+    # False when the hand-off is not about any answer (e.g. after an error).
+    answered: bool = True
 
     @property
     def subject(self) -> str:
@@ -774,11 +785,22 @@ class Handoff:
             "",
             collapse(self.question, 1500),
         ]
+        if self.follow_up:
+            lines += ["", f"Then I asked: {collapse(self.follow_up, 300)}"]
         if self.code or self.message:
             lines += ["", f"Error: {' — '.join(x for x in (self.code, self.message) if x)}"]
-        lines += ["", f"The assistant suggested: {self.suggested}"]
+        if self.seen:
+            lines += [f"I saw: {self.seen}"]
+        if self.suggested:
+            lines += ["", f"The assistant suggested: {self.suggested}"]
+        elif self.offered:
+            lines += ["", f"The assistant had no sure answer; it offered: {self.offered}"]
+        elif self.answered:
+            lines += ["", "The assistant found nothing about this in its knowledge base."]
         if self.link:
             lines += ["", f"Conversation: {self.link}"]
+        if self.conversation:
+            lines += ["", f"Conversation ID: {self.conversation}"]
         lines += ["", "Task ID or reference number (from the Tasks or Logs page): "]
         return "\n".join(lines)
 
@@ -793,24 +815,64 @@ class Handoff:
         return {
             "email": self.email,
             "question": self.question,
+            "follow_up": self.follow_up,
             "code": self.code,
             "message": self.message,
-            "suggested": self.suggested,
+            "seen": self.seen,
+            "suggested": self.suggested or self.offered,
             "link": self.link,
+            "answer_id": self.answer_id,
         }
 
 
-def answer_facts(answer: Answer) -> dict[str, Any]:
-    """What a later hand-off needs to know about an answer (kept in its metadata)."""
+def original_question(answer: Answer, history: Sequence[Turn]) -> str:
+    """The merchant's first question about this answer's entry, before any follow-ups.
+
+    "Räkenskapsår saknas", then "how do I fix it?" about the same entry: the first is
+    what support needs to read (the message as the merchant pasted it).
+    """
+    if not answer.citations:
+        return answer.question
+    entry_id = answer.citations[0].entry.id
+    asked, turns = answer.question, list(history)
+    while (
+        len(turns) >= 2
+        and turns[-1].role == "assistant"
+        and turns[-1].cited[:1] == (entry_id,)
+        and turns[-2].role == "user"
+    ):
+        asked = turns[-2].content
+        turns = turns[:-2]
+    return asked
+
+
+def answer_facts(answer: Answer, asked: str | None = None) -> dict[str, Any]:
+    """What a later hand-off needs to know about an answer (kept in its metadata).
+
+    Args:
+        answer: The answer.
+        asked: The question that started it (see :func:`original_question`), if not its own.
+    """
+    asked = asked if asked is not None else answer.question
     if answer.abstained or not answer.citations:
-        return {"code": None, "message": None, "suggested": "nothing: not in the knowledge base"}
+        offered = " · ".join(f"“{plain_title(c.entry)}”" for c in answer.related[:3])
+        return {"code": None, "message": None, "suggested": "", "offered": offered, "asked": asked}
     entry = answer.citations[0].entry
     # Also a grouped entry's steps, which sit under its sub-errors, not in its solution.
     steps = fix_steps(entry)
     suggested = plain_title(entry)
     if steps:
         suggested += " — " + " ".join(steps[:3])
-    return {"code": entry.code, "message": entry.message, "suggested": collapse(suggested, 600)}
+    seen = seen_line(asked, entry, matching_part(asked, entry))
+    # Only when it adds something: the merchant's own words beside the English.
+    seen = seen.removeprefix("**You saw:** ") if " — in English: " in seen else ""
+    return {
+        "code": entry.code,
+        "message": entry.message,
+        "suggested": collapse(suggested, 600),
+        "asked": asked,
+        "seen": seen,
+    }
 
 
 def build_handoff(
@@ -818,26 +880,38 @@ def build_handoff(
     fallback_email: str,
     last_answer: Mapping[str, Any] | None,
     link: str,
+    conversation: str = "",
+    answer_id: str = "",
 ) -> Handoff:
-    """The hand-off for the conversation's last answer.
+    """The hand-off for an answer of the conversation (by default its last).
 
     Args:
         contacts_markdown: The FAQ's support contacts (the address and phone come from it).
         fallback_email: Used when the FAQ names no address.
-        last_answer: The last answer's metadata (see :func:`render_answer`), if any.
-        link: Where support finds this conversation.
+        last_answer: The answer's metadata (see :func:`render_answer`), if any.
+        link: Where support opens this conversation ("" when nowhere: see its ID).
+        conversation: The conversation's ID.
+        answer_id: The answer's message ID (one hand-off per answer is stored).
     """
     email_match = _EMAIL.search(contacts_markdown)
     phone_match = _PHONE.search(contacts_markdown)
     facts = dict((last_answer or {}).get("facts") or {})
+    question = str((last_answer or {}).get("question") or "")
+    asked = str(facts.get("asked") or question)
     return Handoff(
         email=email_match.group(0) if email_match else fallback_email,
-        question=str((last_answer or {}).get("question") or ""),
+        question=asked,
         code=facts.get("code"),
         message=facts.get("message"),
-        suggested=str(facts.get("suggested") or "nothing yet"),
+        suggested=str(facts.get("suggested") or ""),
         link=link,
         phone=phone_match.group(1).strip() if phone_match else None,
+        follow_up=question if _norm(question) != _norm(asked) else "",
+        seen=str(facts.get("seen") or ""),
+        offered=str(facts.get("offered") or ""),
+        conversation=conversation,
+        answer_id=answer_id,
+        answered=last_answer is not None,
     )
 
 
@@ -851,6 +925,9 @@ def handoff_payload(answer_metadata: Mapping[str, Any] | None) -> dict[str, Any]
     }
 
 
+_FACT_KEYS = ("code", "message", "suggested", "offered", "seen", "asked")
+
+
 def handoff_answer(payload: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The answer facts a clicked button sent back, checked (the browser sends them).
 
@@ -860,8 +937,8 @@ def handoff_answer(payload: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
     facts = payload.get("facts") if isinstance(payload.get("facts"), Mapping) else {}
     clean = {
-        key: collapse(value, 600)
-        for key in ("code", "message", "suggested")
+        key: collapse(value, 1500 if key == "asked" else 600)
+        for key in _FACT_KEYS
         if isinstance(value := facts.get(key), str)
     }
     return {"question": payload["question"][:4000], "facts": clean}
@@ -879,7 +956,8 @@ def render_handoff(handoff: Handoff) -> RenderedMessage:
         f"**[✉ E-mail support about this]({handoff.mailto()})** — the e-mail to "
         "Junipeer support is filled in with your question"
         + (", the error" if handoff.code or handoff.message else "")
-        + ", what I suggested and a link to this conversation. Add the task ID from the "
+        + (", what I suggested" if handoff.suggested or handoff.offered else "")
+        + " and this conversation's reference. Add the task ID from the "
         "Tasks or Logs page if you have it.",
     ]
     if handoff.phone:

@@ -652,11 +652,29 @@ def cluster_down(folder: ClusterDir = REPO_ROOT / "data" / "cluster") -> None:
 @app.command()
 def handoffs(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array.")] = False,
+    thread: Annotated[
+        str | None,
+        typer.Option("--thread", help="Print this conversation (the ID in the e-mail)."),
+    ] = None,
 ) -> None:
     """Conversations handed off to a human ("Talk to a human"), oldest first."""
-    from bot.persistence import fetch_handoffs
+    from bot.persistence import fetch_handoffs, fetch_transcript
 
     settings = _settings()
+    if thread is not None:
+        # The hand-off e-mail gives the conversation's ID: this is the whole conversation.
+        (messages,) = _read_database(settings, lambda url: fetch_transcript(url, thread))
+        messages = display_safe_data(messages)
+        if as_json:
+            _echo_json_document(messages)
+            return
+        if not messages:
+            raise _fail(f"No conversation {thread!r} in the chat database.")
+        for message in messages:
+            typer.echo(f"{message['created_at']}  {message['role']}:")
+            typer.echo(message["text"])
+            typer.echo("")
+        return
     (rows,) = _read_database(settings, fetch_handoffs)
     rows = display_safe_data(rows)
     if as_json:
@@ -669,8 +687,13 @@ def handoffs(
         question = one_line(row["question"] or "")
         error = f"  [{one_line(error)}]" if error else ""
         typer.echo(f"{row['created_at']}  {question!r}{error}")
+        if row.get("follow_up"):
+            typer.echo(f"        then asked: {one_line(row['follow_up'])!r}")
+        if row.get("seen"):
+            typer.echo(f"        saw: {one_line(row['seen'])}")
         typer.echo(f"        suggested: {one_line(row.get('suggested') or '') or '-'}")
         typer.echo(f"        conversation: {row.get('link') or row['thread_id']}")
+        typer.echo(f"        transcript: supportbot handoffs --thread {row['thread_id']}")
 
 
 def _unexpected(exc: BaseException) -> int:

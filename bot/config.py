@@ -245,6 +245,14 @@ class ChatSettings(BaseModel):
     agent_password: SecretStr = Field(
         default=SecretStr(""), description="Support-agent password; agent login off if empty."
     )
+    agent_url: str = Field(
+        default="",
+        description=(
+            "Public address of the agent instance (same database), e.g. "
+            "https://agents.example.com: hand-off e-mails link to the conversation there "
+            "(read-only, after login). Empty: they give its ID for `supportbot handoffs --thread`"
+        ),
+    )
 
     @field_validator("database_url")
     @classmethod

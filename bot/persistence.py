@@ -759,12 +759,18 @@ ORDER BY s."createdAt"
 
 async def fetch_handoffs_async(url: str) -> list[dict[str, Any]]:
     """Hand-offs to a human ("Talk to a human"), oldest first."""
-    out = []
+    out, seen = [], set()
     for row in await _query(url, _HANDOFF_SQL):
         meta = _json(row["metadata"], {})
         record = meta.get("handoff") if meta.get("kind") == "handoff" else None
         if not isinstance(record, dict):
             continue
+        # One hand-off per answer: a second click (say, on another replica before the
+        # button was gone) is the same request.
+        key = (str(row["thread_id"]), record.get("answer_id"))
+        if key[1] and key in seen:
+            continue
+        seen.add(key)
         out.append(
             {
                 "thread_id": str(row["thread_id"]),
@@ -776,16 +782,58 @@ async def fetch_handoffs_async(url: str) -> list[dict[str, Any]]:
     return out
 
 
-_HANDOFF_FIELDS = ("email", "question", "code", "message", "suggested", "link")
+_HANDOFF_FIELDS = (
+    "email",
+    "question",
+    "follow_up",
+    "code",
+    "message",
+    "seen",
+    "suggested",
+    "link",
+    "answer_id",
+)
 
 
 def fetch_handoffs(url: str) -> list[dict[str, Any]]:
     """Synchronous :func:`fetch_handoffs_async`.
 
-    Each row: ``thread_id, step_id, created_at, email, question, code, message,
-    suggested, link``.
+    Each row: ``thread_id, step_id, created_at, email, question`` (the merchant's first
+    question about the answer handed off), ``follow_up`` (the question it answered, when
+    another), ``code, message, seen`` (the message in the merchant's words, with the
+    English), ``suggested, link`` (the agent instance's view, or None) and ``answer_id``.
+    One row per answer handed off.
     """
     return _sync(url, lambda: fetch_handoffs_async(url))
+
+
+_TRANSCRIPT_SQL = """
+SELECT s."type" AS type, s."output" AS output, s."createdAt" AS created_at
+FROM steps s
+WHERE CAST(s."threadId" AS TEXT) = :thread AND s."type" IN ('user_message', 'assistant_message')
+ORDER BY s."createdAt"
+"""
+
+
+async def fetch_transcript_async(url: str, thread_id: str) -> list[dict[str, Any]]:
+    """A conversation's messages, oldest first (see :func:`fetch_transcript`)."""
+    rows = await _query(url, _TRANSCRIPT_SQL, {"thread": thread_id})
+    return [
+        {
+            "role": "merchant" if row["type"] == "user_message" else "assistant",
+            "created_at": row["created_at"],
+            "text": row["output"] or "",
+        }
+        for row in rows
+    ]
+
+
+def fetch_transcript(url: str, thread_id: str) -> list[dict[str, Any]]:
+    """Synchronous :func:`fetch_transcript_async`: what an agent reads of a hand-off.
+
+    Each row: ``role`` (``merchant`` or ``assistant``), ``created_at`` and ``text``.
+    """
+    return _sync(url, lambda: fetch_transcript_async(url, thread_id))
 
 
 # -- gap report (pure) -------------------------------------------------------------------

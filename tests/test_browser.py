@@ -79,9 +79,11 @@ def _wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"chat server did not answer within {START_TIMEOUT_S} s:\n{log.read_text()}")
 
 
-def _start_server(tmp: Path, extra_env: dict[str, str]) -> Iterator[Server]:
-    port = _free_port()
-    database_url = f"sqlite+aiosqlite:///{tmp / 'chat.db'}"
+def _start_server(
+    tmp: Path, extra_env: dict[str, str], port: int | None = None, database: Path | None = None
+) -> Iterator[Server]:
+    port = port or _free_port()
+    database_url = f"sqlite+aiosqlite:///{database or tmp / 'chat.db'}"
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SUPPORTBOT_")}
     env.pop("CHAINLIT_AUTH_SECRET", None)
     env.update(
@@ -139,29 +141,50 @@ def merchant_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 @pytest.fixture(scope="module")
+def agent_port() -> int:
+    """The agent instance's port, known before either server starts (hand-off links)."""
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
+def chat_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The database both instances share, as in a deployment (agents read hand-offs)."""
+    return tmp_path_factory.mktemp("database") / "chat.db"
+
+
+@pytest.fixture(scope="module")
 def merchant_server(
-    tmp_path_factory: pytest.TempPathFactory, merchant_site: Site
+    tmp_path_factory: pytest.TempPathFactory,
+    merchant_site: Site,
+    agent_port: int,
+    chat_database: Path,
 ) -> Iterator[Server]:
     """The merchant instance: no login, Merchant profile only, serves the widget.
 
-    The merchant site's origin is allowed to embed the widget.
+    The merchant site's origin is allowed to embed the widget; hand-offs link to the
+    agent instance.
     """
     env = {
         "SUPPORTBOT_CHAT__AGENT_PROFILE": "false",
         "SUPPORTBOT_SECURITY__ALLOWED_ORIGINS": f'["{merchant_site.url}"]',
+        "SUPPORTBOT_CHAT__AGENT_URL": f"http://127.0.0.1:{agent_port}",
     }
-    yield from _start_server(tmp_path_factory.mktemp("merchant"), env)
+    yield from _start_server(tmp_path_factory.mktemp("merchant"), env, database=chat_database)
 
 
 @pytest.fixture(scope="module")
-def agent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def agent_server(
+    tmp_path_factory: pytest.TempPathFactory, agent_port: int, chat_database: Path
+) -> Iterator[Server]:
     """The agent instance: password login, Merchant and Support agent profiles."""
     env = {
         "SUPPORTBOT_CHAT__AGENT_USERNAME": AGENT_USER,
         "SUPPORTBOT_CHAT__AGENT_PASSWORD": AGENT_PASSWORD,
         "CHAINLIT_AUTH_SECRET": "test-only-secret-" + "x" * 40,
     }
-    yield from _start_server(tmp_path_factory.mktemp("agent"), env)
+    yield from _start_server(
+        tmp_path_factory.mktemp("agent"), env, port=agent_port, database=chat_database
+    )
 
 
 @pytest.fixture(scope="module")
@@ -386,7 +409,7 @@ def test_talk_to_a_human_opens_a_filled_in_email_and_is_recorded(
     assert "Error: FORTNOX_CUSTOMER_NAME_EMPTY — Customer name cannot be empty (2000637)" in body
     assert "The assistant suggested: Customer name cannot be empty — Configure a default" in body
     assert "Conversation: http://127.0.0.1:" in body
-    assert "/thread/" in body
+    assert "/share/" in body
     # The hand-off message does not repeat the contact list; the chat scrolls to it.
     handoff = page.locator(ANSWER).last
     assert "Source: [FAQ" not in handoff.inner_text()
@@ -406,7 +429,65 @@ def test_talk_to_a_human_opens_a_filled_in_email_and_is_recorded(
     (row,) = [r for r in rows if "2000637" in (r["question"] or "")]
     assert row["email"] == "support@junipeer.io"
     assert row["code"] == "FORTNOX_CUSTOMER_NAME_EMPTY"
-    assert row["link"].endswith(f"/thread/{row['thread_id']}")
+    assert row["link"].endswith(f"/share/{row['thread_id']}")
+
+
+def test_a_handoff_after_a_follow_up_is_stored_once_and_opens_for_an_agent(
+    merchant_server: Server, agent_server: Server, browser: Any, page: Any
+) -> None:
+    page.goto(merchant_server.url)
+    ask(page, "Räkenskapsår saknas")
+    follow_up = ask(page, "how do I fix it?")
+    button = follow_up.locator("button").filter(has_text="Talk to a human")
+    button.dblclick()
+    mail = page.locator('a[href^="mailto:"]').filter(has_text="E-mail support about this")
+    mail.first.wait_for()
+    # The button has done its work; a second click stored nothing more.
+    button.wait_for(state="detached")
+    page.wait_for_timeout(1_000)
+    assert mail.count() == 1
+    (body,) = urllib.parse.parse_qs(urllib.parse.urlsplit(mail.get_attribute("href")).query)["body"]
+    # What the merchant pasted, in their language with the English, not only the follow-up.
+    assert "I need help with this:\n\nRäkenskapsår saknas\n\nThen I asked: how do I fix it?" in (
+        body
+    )
+    assert "I saw: “Räkenskapsår saknas” — in English: “Fiscal year not available”" in body
+    link = next(line for line in body.splitlines() if line.startswith("Conversation: "))
+    link = link.removeprefix("Conversation: ")
+    assert link.startswith(f"{agent_server.url}/share/")
+    thread_id = link.rsplit("/", 1)[1]
+    assert f"Conversation ID: {thread_id}" in body
+    rows = poll(
+        lambda: [
+            r for r in fetch_handoffs(merchant_server.database_url) if r["thread_id"] == thread_id
+        ],
+        bool,
+    )
+    page.wait_for_timeout(1_000)
+    rows = [r for r in fetch_handoffs(merchant_server.database_url) if r["thread_id"] == thread_id]
+    assert len(rows) == 1
+    assert rows[0]["question"] == "Räkenskapsår saknas"
+    assert rows[0]["follow_up"] == "how do I fix it?"
+    shot(page, "merchant-10-handoff-after-follow-up")
+
+    # The link opens the conversation for a logged-in agent (read-only), with its sources.
+    context = browser.new_context(viewport=DESKTOP)
+    agent = context.new_page()
+    agent.set_default_timeout(20_000)
+    try:
+        _agent_login(agent, agent_server)
+        agent.locator("#chat-input").wait_for()
+        agent.goto(link)
+        agent.locator('[data-step-type="user_message"]').get_by_text(
+            "Räkenskapsår saknas"
+        ).wait_for(timeout=ANSWER_TIMEOUT_MS)
+        agent.locator(ANSWER).first.locator(SOURCE_LINK).first.click()
+        side = agent.locator("#side-view-content")
+        side.get_by_text("error-codes.txt, line").first.wait_for()
+        assert "An error occurred" not in side.inner_text()
+        shot(agent, "agent-07-handoff-link")
+    finally:
+        context.close()
 
 
 def test_a_long_paste_is_collapsed_and_worded_without_jargon(

@@ -487,3 +487,49 @@ def test_a_resumed_thread_names_its_profile_and_keeps_its_last_answers_sources()
     kept = render.resumed_elements(steps, elements)
     assert [e["id"] for e in kept] == ["e2", "e3", "p1"]
     assert render.resumed_elements(steps, []) == []
+
+
+def test_a_handoff_after_a_follow_up_names_what_the_merchant_pasted() -> None:
+    first = _answer("Räkenskapsår saknas", FISCAL)
+    history = render.add_turns([], first.question, first)
+    follow = render.render_answer(_answer("how do I fix it?", FISCAL), history=history)
+    handoff = render.build_handoff(
+        CONTACTS_MD,
+        "x@example.com",
+        follow.metadata,
+        "https://agents.example.com/share/t1",
+        conversation="t1",
+        answer_id="a2",
+    )
+    assert handoff.question == "Räkenskapsår saknas"
+    assert handoff.follow_up == "how do I fix it?"
+    body = handoff.body
+    assert "I need help with this:\n\nRäkenskapsår saknas\n\nThen I asked: how do I fix it?" in (
+        body
+    )
+    assert "I saw: “Räkenskapsår saknas” — in English: “Fiscal year not available”" in body
+    assert "Conversation: https://agents.example.com/share/t1" in body
+    assert "Conversation ID: t1" in body
+    record = handoff.record()
+    assert record["question"] == "Räkenskapsår saknas"
+    assert record["answer_id"] == "a2"
+    # The button's payload, checked on its way back, keeps the original question.
+    back = render.handoff_answer(json.loads(json.dumps(render.handoff_payload(follow.metadata))))
+    assert render.build_handoff(CONTACTS_MD, "x", back, "").question == "Räkenskapsår saknas"
+
+
+def test_a_handoff_after_no_answer_says_so_in_words() -> None:
+    hello = Answer("hello", "I could not find this.", (), True, outcome="none")
+    meta = render.render_answer(hello).metadata
+    body = render.build_handoff(CONTACTS_MD, "x@example.com", meta, "").body
+    assert "nothing: not in the knowledge base" not in body
+    assert "The assistant found nothing about this in its knowledge base." in body
+    assert "Error:" not in body
+    near = Answer(
+        "can I pay by invoice?", "…", (), True, outcome="suggest", related=(Citation(VAT, 0.7),)
+    )
+    body = render.build_handoff(CONTACTS_MD, "x", render.render_answer(near).metadata, "").body
+    assert "The assistant had no sure answer; it offered: “Could not retrieve/find VAT”" in body
+    # No answer at all (the hand-off after an error): nothing is claimed about one.
+    body = render.build_handoff(CONTACTS_MD, "x", None, "").body
+    assert "The assistant" not in body

@@ -593,16 +593,31 @@ async def test_handoffs_are_stored_and_listed_for_agents(db: tuple[str, Path]) -
             },
         },
         f"http://chat/thread/{thread_id}",
+        conversation=thread_id,
+        answer_id="answer-1",
     )
     rendered = render.render_handoff(handoff)
-    step = _step(
+    asked = _step(
+        thread_id, "user_message", "what is error 2000637", createdAt="2026-01-01T11:02:00Z"
+    )
+    await layer.create_step(asked)
+    answer = _step(
         thread_id,
         "assistant_message",
-        rendered.content,
-        createdAt="2026-01-01T11:03:00Z",
-        metadata=rendered.metadata,
+        "Configure a default name.",
+        createdAt="2026-01-01T11:02:30Z",
     )
-    await layer.create_step(step)
+    await layer.create_step(answer)
+    # Clicked twice (the second on another replica, say): one hand-off.
+    for at in ("2026-01-01T11:03:00Z", "2026-01-01T11:03:01Z"):
+        step = _step(
+            thread_id,
+            "assistant_message",
+            rendered.content,
+            createdAt=at,
+            metadata=rendered.metadata,
+        )
+        await layer.create_step(step)
     await layer.close()
 
     runner = CliRunner()
@@ -619,6 +634,22 @@ async def test_handoffs_are_stored_and_listed_for_agents(db: tuple[str, Path]) -
     text = runner.invoke(app, ["handoffs"], env=env)
     assert "'what is error 2000637'  [FORTNOX_CUSTOMER_NAME_EMPTY" in text.stdout
     assert f"conversation: http://chat/thread/{thread_id}" in text.stdout
+    assert f"transcript: supportbot handoffs --thread {thread_id}" in text.stdout
+
+    # The e-mail's conversation ID: the whole conversation, for an agent without a link.
+    transcript = runner.invoke(app, ["handoffs", "--thread", thread_id], env=env)
+    assert transcript.exit_code == 0, transcript.output
+    lines = transcript.stdout.splitlines()
+    assert lines[:2] == ["2026-01-01T11:02:00Z  merchant:", "what is error 2000637"]
+    assert "Configure a default name." in lines
+    assert "E-mail support about this" in transcript.stdout
+    as_json = json.loads(
+        runner.invoke(app, ["handoffs", "--thread", thread_id, "--json"], env=env).stdout
+    )
+    assert [m["role"] for m in as_json] == ["merchant", "assistant", "assistant", "assistant"]
+    unknown = runner.invoke(app, ["handoffs", "--thread", "no-such-id"], env=env)
+    assert unknown.exit_code == 1
+    assert "No conversation 'no-such-id'" in unknown.output
 
 
 def test_no_handoffs_yet(db: tuple[str, Path]) -> None:
