@@ -692,9 +692,10 @@ def _install_client_patch() -> None:
     paths = {f"{root}/assets/{b.name}": (b, patch_bundle) for b in bundles}
     paths[f"{root}/copilot/index.js"] = (Path(copilot_build_dir, "index.js"), patch_widget_bundle)
     patched: dict[str, bytes] = {}
+    limit = SETTINGS.security.max_comment_chars
     for url, (file, patch) in paths.items():
         try:
-            patched[url] = patch(file.read_text(encoding="utf-8")).encode("utf-8")
+            patched[url] = patch(file.read_text(encoding="utf-8"), limit).encode("utf-8")
         except (OSError, PatchNotApplicable) as exc:
             # The chat works unpatched, only slower in long conversations.
             log.warning("Chainlit client served unpatched (%s): %s", file.name, exc)

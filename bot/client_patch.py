@@ -15,6 +15,12 @@ answers). Two causes, both in components that take no setting:
 
 What a message shows is computed from exactly those, so nothing shown changes.
 
+The feedback buttons: Chainlit draws the comment button only once a comment exists, and a
+second click on the chosen thumb takes the rating back, so after a 👍 (saved at once, see
+public/junipeer.js) no comment could be added; it is now drawn once the answer is rated.
+Its comment box gets the length the server stores as its ``maxlength``: a longer comment
+was refused by the server (HTTP 413), and the rating with it.
+
 One more for the widget only: it links the fonts of ``public/theme.json`` ("/public/…")
 as written, so on a merchant's site they were asked of that site (a 404) instead of the
 chat server; they are now resolved against the server, as Chainlit does for starter icons.
@@ -67,6 +73,17 @@ _FONT_LINK = re.compile(
 )
 
 
+# The thumbs under an answer: which one is chosen (its state variable), the comment button
+# drawn after them only `COMMENT&&`, and the comment box, by its placeholder's text.
+_THUMB_UP_STATE = re.compile(rf'className:({_ID})===1\?"text-green-600 positive-feedback-on"')
+_COMMENT_BUTTON = re.compile(rf'"chat\.messages\.feedback\.negative"\}}\)\}}\)\]\}}\),({_ID})&&')
+_COMMENT_BOX = re.compile(
+    rf'placeholder:{_ID}\("chat\.messages\.feedback\.dialog\.yourFeedback"\),'
+)
+# Longest comment the server stores (SUPPORTBOT_SECURITY__MAX_COMMENT_CHARS' default).
+COMMENT_LIMIT = 2_000
+
+
 class PatchNotApplicable(ValueError):
     """The bundle does not have the code a fix expects (another Chainlit version)."""
 
@@ -96,13 +113,38 @@ def _message_redrawn_for_its_own_changes(bundle: str) -> str:
     return f"{bundle[:end]},{_SAME_MESSAGE}{bundle[end:]}"
 
 
-def patch_bundle(bundle: str) -> str:
-    """Return the Chainlit client bundle with both fixes.
+def _comment_after_any_rating(bundle: str, limit: int) -> str:
+    """The comment button once an answer is rated, and a comment box of bounded length.
+
+    Chainlit draws the comment button ("pencil") only once a comment exists, and a second
+    click on the chosen thumb takes the rating back: after a 👍, which is saved without a
+    dialog (public/junipeer.js), a comment could no longer be added. The box had no limit
+    either: a longer comment was refused by the server, and its 👎 with it.
+    """
+    state = _THUMB_UP_STATE.search(bundle)
+    button = _COMMENT_BUTTON.search(bundle, state.end()) if state else None
+    box = _COMMENT_BOX.search(bundle, button.end()) if button else None
+    if box is None or box.start() - state.end() > 3000:
+        raise PatchNotApplicable("the feedback buttons' comment button or box not found")
+    rated, comment = state.group(1), button.group(1)
+    return (
+        f"{bundle[: button.start(1)]}({comment}||{rated}!==void 0)&&"
+        f"{bundle[button.end() : box.start()]}maxLength:{int(limit)},{bundle[box.start() :]}"
+    )
+
+
+def patch_bundle(bundle: str, comment_limit: int = COMMENT_LIMIT) -> str:
+    """Return the Chainlit client bundle with the fixes.
+
+    Args:
+        bundle: The bundle's text.
+        comment_limit: The longest feedback comment the server stores.
 
     Raises:
-        PatchNotApplicable: either fix does not find its code.
+        PatchNotApplicable: a fix does not find its code.
     """
-    return _message_redrawn_for_its_own_changes(_buttons_read_only_first_interaction(bundle))
+    redraws = _message_redrawn_for_its_own_changes(_buttons_read_only_first_interaction(bundle))
+    return _comment_after_any_rating(redraws, comment_limit)
 
 
 def _widget_fonts_from_its_server(bundle: str) -> str:
@@ -115,10 +157,10 @@ def _widget_fonts_from_its_server(bundle: str) -> str:
     return f"{bundle[: link.end() - len(f'{element}.href={url},')]}{served}{bundle[link.end() :]}"
 
 
-def patch_widget_bundle(bundle: str) -> str:
+def patch_widget_bundle(bundle: str, comment_limit: int = COMMENT_LIMIT) -> str:
     """Return the widget's (copilot) bundle with the chat fixes and its fonts from the server.
 
     Raises:
         PatchNotApplicable: any fix does not find its code.
     """
-    return _widget_fonts_from_its_server(patch_bundle(bundle))
+    return _widget_fonts_from_its_server(patch_bundle(bundle, comment_limit))

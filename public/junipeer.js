@@ -28,6 +28,35 @@
     );
   }
 
+  // The comment box is limited to what the server stores (its maxlength, set by
+  // bot/client_patch.py): a counter under it shows how much is left, so a long comment is
+  // shortened by its writer rather than cut without a word.
+  function commentCounter(root) {
+    function count(textarea, counter) {
+      var limit = textarea.maxLength;
+      counter.textContent = textarea.value.length + " / " + limit;
+      counter.style.color = textarea.value.length >= limit ? "hsl(var(--destructive))" : "";
+    }
+    new MutationObserver(function () {
+      if (!root.querySelector("#submit-feedback")) return;
+      var textarea = root.querySelector('[role="dialog"] textarea[maxlength]');
+      if (!textarea || textarea.junipeerCounter) return;
+      var counter = document.createElement("div");
+      counter.className = "junipeer-comment-count";
+      textarea.insertAdjacentElement("afterend", counter);
+      textarea.junipeerCounter = counter;
+      count(textarea, counter);
+    }).observe(root, { childList: true, subtree: true });
+    root.addEventListener(
+      "input",
+      function (event) {
+        var textarea = event.target;
+        if (textarea && textarea.junipeerCounter) count(textarea, textarea.junipeerCounter);
+      },
+      true
+    );
+  }
+
   // "Talk to a human" is answered below the message whose button was clicked, which may
   // be far up: bring the hand-off into view when it arrives.
   function scrollToHandoffs(root) {
@@ -135,6 +164,7 @@
 
   window.junipeerChatBehaviours = function (root) {
     autoSubmitThumbUp(root);
+    commentCounter(root);
     scrollToHandoffs(root);
     sourcesOnRequestOnPhones(root);
     if (root !== document) commentBoxInsideWidget(root);

@@ -374,6 +374,16 @@ def test_thumbs_up_needs_no_dialog_and_thumbs_down_takes_a_comment(
     (up,) = [r for r in rows if r["question"] == "what is error 2000637"]
     assert up["value"] == 1
     assert up["comment"] == ""
+    # The pencil beside the thumbs adds a comment to the 👍, which stays a 👍.
+    answer.locator("button:has(svg.lucide-message-circle)").click()
+    page.locator("[role=dialog] textarea").fill("Clear, thanks")
+    page.locator("#submit-feedback").click()
+    rows = poll(
+        lambda: fetch_feedback(merchant_server.database_url),
+        lambda rows: any(r["comment"] == "Clear, thanks" for r in rows),
+    )
+    (up,) = [r for r in rows if r["question"] == "what is error 2000637"]
+    assert (up["value"], up["comment"]) == (1, "Clear, thanks")
 
     second = ask(page, "Invalid grant")
     second.locator(".negative-feedback-off").click()
@@ -387,6 +397,25 @@ def test_thumbs_up_needs_no_dialog_and_thumbs_down_takes_a_comment(
     assert down["value"] == 0
     assert down["question"] == "Invalid grant"
     shot(page, "merchant-04-feedback")
+
+    # A comment longer than the server stores: the box takes 2,000 characters and says so,
+    # and the 👎 is saved with them.
+    third = ask(page, "Räkenskapsår saknas")
+    third.locator(".negative-feedback-off").click()
+    box = page.locator("[role=dialog] textarea")
+    box.fill("The steps did not work for us. " * 100)
+    assert len(box.input_value()) == 2_000
+    page.locator(".junipeer-comment-count").get_by_text("2000 / 2000").wait_for()
+    shot(page, "merchant-04-long-comment")
+    page.locator("#submit-feedback").click()
+    rows = poll(
+        lambda: fetch_feedback(merchant_server.database_url),
+        lambda rows: any(r["question"] == "Räkenskapsår saknas" for r in rows),
+    )
+    (long,) = [r for r in rows if r["question"] == "Räkenskapsår saknas"]
+    assert long["value"] == 0
+    assert len(long["comment"]) == 2_000
+    assert long["comment"].startswith("The steps did not work for us.")
 
 
 def test_talk_to_a_human_opens_a_filled_in_email_and_is_recorded(
@@ -758,6 +787,7 @@ def test_widget_answers_are_rated_inside_the_widget(
     second.locator(".negative-feedback-off").click()
     box = tab.locator('#chainlit-copilot [role="dialog"]:has(#submit-feedback)')
     box.locator("textarea").wait_for()
+    assert box.locator("textarea").get_attribute("maxlength") == "2000"
     tab.wait_for_timeout(300)  # the dialog's opening animation
     assert _box_inside(box.bounding_box(), frame.bounding_box()), (
         box.bounding_box(),

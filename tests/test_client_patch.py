@@ -35,6 +35,19 @@ def test_both_fixes_apply_to_the_installed_chainlit(bundle: Path) -> None:
     assert f"={hook}()" not in patched[mark - 1000 : mark]
 
 
+@pytest.mark.parametrize("bundle", _bundles(), ids=lambda p: p.parent.parent.name + "/" + p.name)
+def test_a_rated_answer_can_take_a_comment_of_bounded_length(bundle: Path) -> None:
+    original = bundle.read_text(encoding="utf-8")
+    patched = client_patch.patch_bundle(original, comment_limit=1234)
+    rated = client_patch._THUMB_UP_STATE.search(patched).group(1)
+    # The comment button shows once the answer is rated, not only once it has a comment.
+    button = patched.index('"chat.messages.feedback.negative"')
+    assert f"||{rated}!==void 0)&&" in patched[button : button + 80]
+    box = patched.index('"chat.messages.feedback.dialog.yourFeedback"')
+    assert "maxLength:1234,placeholder:" in patched[box - 60 : box]
+    assert patched.count("maxLength:1234,") == 1
+
+
 def test_the_widget_asks_its_own_server_for_the_theme_fonts() -> None:
     from chainlit.server import copilot_build_dir
 
