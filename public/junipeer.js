@@ -113,10 +113,11 @@
     });
   }
 
-  // In the widget, Chainlit's comment dialog is placed in the middle of the merchant's
-  // page and dims all of it. Keep it, and its dimming, within the widget's own frame,
-  // wherever and however large the widget is (floating, docked or full screen).
-  function commentBoxInsideWidget(root) {
+  // In the widget, Chainlit's comment dialog and the source a chip opens are placed in the
+  // middle of the merchant's page and dim all of it. Keep them, and their dimming, within
+  // the widget's own frame, wherever and however large the widget is (floating, docked or
+  // full screen).
+  function dialogsInsideWidget(root) {
     function pin(element, left, top, width, height) {
       var style = element.style;
       style.setProperty("position", "fixed", "important");
@@ -130,9 +131,11 @@
     function place() {
       // This runs on every change of the chat: measure only when there is something to
       // place (measuring forces the browser to lay the page out).
-      var submit = root.querySelector("#submit-feedback");
+      // A modal dialog: the comment box or a source opened from its chip (the widget's own
+      // frame is a popover, not labelled).
+      var modal = root.querySelector('[role="dialog"][aria-labelledby]');
       var toast = root.querySelector("[data-sonner-toast]");
-      var chat = (submit || toast) && root.querySelector("#chainlit-copilot-chat");
+      var chat = (modal || toast) && root.querySelector("#chainlit-copilot-chat");
       if (!chat) return;
       var frame = (chat.closest("[role=dialog]") || chat).getBoundingClientRect();
       var margin = Math.min(16, frame.width / 20);
@@ -146,13 +149,30 @@
           "bottom", window.innerHeight - frame.bottom + 4 * margin + "px", "important"
         );
       }
-      var dialog = submit && submit.closest("[role=dialog]");
+      var dialog = modal && !modal.contains(chat) ? modal : null;
       if (!dialog) return;
-      var width = Math.min(360, frame.width - 2 * margin);
-      var height = dialog.getBoundingClientRect().height;
+      // A comment box is small; a source takes the widget's width, and scrolls within it.
+      var comment = !!dialog.querySelector("#submit-feedback");
+      var width = comment ? Math.min(360, frame.width - 2 * margin) : frame.width - 2 * margin;
+      // Full screen on a phone, the widget's close button sits over the frame's top right
+      // corner: the dialog starts below it (its own close button would be hidden).
+      var button = root.querySelector("#chainlit-copilot-button");
+      var over = button && button.getBoundingClientRect();
+      var room =
+        over && over.bottom > frame.top && over.top < frame.top + 80 && over.left < frame.right
+          ? over.bottom - frame.top + margin / 2
+          : margin;
       var left = frame.left + (frame.width - width) / 2;
-      var top = frame.top + Math.max(margin, (frame.height - height) / 2);
-      pin(dialog, left, top, width, null);
+      if (comment) {
+        var height = dialog.getBoundingClientRect().height;
+        pin(dialog, left, frame.top + Math.max(room, (frame.height - height) / 2), width, null);
+      } else {
+        // A source fills the widget below its header (its text arrives after it opens,
+        // so a height measured now would not hold).
+        pin(dialog, left, frame.top + room, width, frame.height - room - margin);
+        dialog.style.setProperty("overflow-y", "auto", "important");
+        dialog.style.setProperty("align-content", "start", "important");
+      }
       var overlay = dialog.previousElementSibling;
       if (overlay && overlay.getAttribute("data-state")) {
         pin(overlay, frame.left, frame.top, frame.width, frame.height);
@@ -167,7 +187,7 @@
     commentCounter(root);
     scrollToHandoffs(root);
     sourcesOnRequestOnPhones(root);
-    if (root !== document) commentBoxInsideWidget(root);
+    if (root !== document) dialogsInsideWidget(root);
   };
   if (!window.junipeerWidget) window.junipeerChatBehaviours(document);
 })();

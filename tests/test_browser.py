@@ -629,6 +629,42 @@ def test_on_a_phone_sources_open_only_on_request(merchant_server: Server, phone:
     shot(phone, "phone-02-source-on-request")
 
 
+def assert_header_fits_with_the_logo(page: Any) -> None:
+    """Junipeer's logo in the header, and everything in it whole, on one line, on screen."""
+    width = page.viewport_size["width"]
+    header = page.locator("#header")
+    logo = header.evaluate("h => getComputedStyle(h.firstElementChild, '::before').backgroundImage")
+    assert "logo_light.svg" in logo
+    assert header.bounding_box()["height"] <= 61
+    for item in header.locator("button, #chat-profiles, img").all():
+        if not item.is_visible():
+            continue
+        box = item.bounding_box()
+        assert box["x"] >= 0, (item, box)
+        assert box["x"] + box["width"] <= width + 0.5, (item, box)
+        assert box["y"] >= 0, (item, box)
+        assert box["y"] + box["height"] <= 61, (item, box)
+    # Nothing inside is cut off: no item is wider than the room it is drawn in (but for
+    # text kept for screen readers only, in a 1-pixel box).
+    cut = header.evaluate(
+        "h => [...h.querySelectorAll('*')].filter(e => e.scrollWidth > e.clientWidth + 1"
+        " && e.clientWidth > 1 && getComputedStyle(e).overflow !== 'visible')"
+        ".map(e => e.outerHTML.slice(0, 120))"
+    )
+    assert cut == []
+
+
+@pytest.mark.parametrize("size", ["page", "phone"])
+def test_the_chat_header_shows_junipeer(
+    merchant_server: Server, size: str, request: pytest.FixtureRequest
+) -> None:
+    tab = request.getfixturevalue(size)
+    tab.goto(merchant_server.url)
+    wait_for_welcome(tab)
+    assert_header_fits_with_the_logo(tab)
+    shot(tab, f"merchant-11-header-{size}")
+
+
 # -- the widget ---------------------------------------------------------------------------
 
 
@@ -664,6 +700,7 @@ def test_widget_greets_with_the_error_its_page_shows(merchant_server: Server, pa
     assert answer.locator("ol > li").count() >= 1
     answer.locator(SOURCE_LINK).first.click()
     page.get_by_text("error-codes.txt, line").first.wait_for()
+    assert_source_inside_widget(page)
     shot(page, "widget-02-answer-and-source")
     # Websocket transport only (junipeer-widget.js sets window.transports): one connection
     # that a load balancer keeps on one replica, with no cookie needed.
@@ -735,6 +772,32 @@ def test_widget_fills_a_phone_screen(merchant_server: Server, phone: Any) -> Non
     answer = ask(phone, "Invalid grant")
     assert "Connectors" in answer.inner_text()
     shot(phone, "widget-04-phone")
+    answer.locator(SOURCE_LINK).first.click()
+    phone.get_by_text("error-codes.txt, line").first.wait_for()
+    assert_source_inside_widget(phone)
+    shot(phone, "widget-04-phone-source")
+
+
+def assert_source_inside_widget(tab: Any) -> None:
+    """The source a chip opened, and its dimming, stay within the widget's frame, whole."""
+    frame = tab.locator('#chainlit-copilot [role="dialog"]:has(#chainlit-copilot-chat)')
+    source = tab.locator('#chainlit-copilot [role="dialog"][aria-labelledby]')
+    source.get_by_text("error-codes.txt, line").first.wait_for()
+    tab.wait_for_timeout(300)  # the dialog's opening animation
+    assert _box_inside(source.bounding_box(), frame.bounding_box()), (
+        source.bounding_box(),
+        frame.bounding_box(),
+    )
+    overlay = source.locator("xpath=preceding-sibling::*[1]")
+    assert _box_inside(overlay.bounding_box(), frame.bounding_box())
+    # Its own close button is not under the widget's (full screen on a phone).
+    close = source.locator("button").last.bounding_box()
+    toggle = tab.locator("#chainlit-copilot-button").bounding_box()
+    assert (
+        close["y"] >= toggle["y"] + toggle["height"]
+        or close["x"] + close["width"] <= toggle["x"]
+        or toggle["y"] >= close["y"] + close["height"]
+    ), (close, toggle)
 
 
 def _box_inside(inner: dict, outer: dict) -> bool:
@@ -833,6 +896,7 @@ def test_agent_drafts_a_reply_ready_to_send_and_refines_it(agent_server: Server,
     page.locator('[data-test="select-item:Support agent"]').click()
     page.get_by_text("Paste a merchant's ticket").wait_for()
     wait_for_welcome(page)
+    assert_header_fits_with_the_logo(page)
     shot(page, "agent-01-welcome")
 
     draft = ask(page, TICKET)
@@ -898,6 +962,11 @@ def test_agent_draft_wraps_on_a_phone(agent_server: Server, phone: Any) -> None:
     phone.locator("#chat-profiles").click()
     phone.locator('[data-test="select-item:Support agent"]').click()
     wait_for_welcome(phone)
+    # The header holds the profile's name on one line, the logo and the avatar, on screen.
+    assert phone.locator("#chat-profiles").inner_text().strip() == "Support agent"
+    assert phone.locator("#chat-profiles").bounding_box()["height"] <= 40
+    assert_header_fits_with_the_logo(phone)
+    shot(phone, "agent-05-phone-header")
     draft = ask(phone, TICKET)
     pre = draft.locator("pre")
     assert pre.evaluate("e => e.scrollWidth <= e.clientWidth + 1")
