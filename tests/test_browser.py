@@ -499,6 +499,12 @@ def test_a_handoff_after_a_follow_up_is_stored_once_and_opens_for_an_agent(
     assert rows[0]["follow_up"] == "how do I fix it?"
     shot(page, "merchant-10-handoff-after-follow-up")
 
+    # Only for a logged-in agent: not anonymously, and never on the merchant instance.
+    for server in (agent_server, merchant_server):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{server.url}/project/share/{thread_id}", timeout=10)
+        assert refused.value.code in (401, 404)
+
     # The link opens the conversation for a logged-in agent (read-only), with its sources.
     context = browser.new_context(viewport=DESKTOP)
     agent = context.new_page()
