@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # the LLM mode is optional; its classes are slow to import
 
 log = logging.getLogger(__name__)
 
-_ANAPHORA = frozenset("it this that these those they them its same one".split())
+_ANAPHORA = frozenset("it this that these those they them its same".split())
 _SPACE_RUN = re.compile(r"\s{3,}")
 # Invisible format characters (zero-width, direction marks, BOM) count as noise too: a
 # message of nothing else gets the "please type a question" prompt.
@@ -36,7 +36,19 @@ _CONTROL = re.compile(
     r"\ud800-\udfff\ufffd]"
 )
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
-_FOLLOW_UP_START = re.compile(r"^\s*(and|but|what about|how about|what if|also|same)\b", re.I)
+_FOLLOW_UP_START = re.compile(r"^\s*(and|but|so|what about|how about|what if|also|same)\b", re.I)
+# "how often should the schedule run then?": "then" closing a question continues a turn.
+_THEN_END = re.compile(r"(?<!since )(?<!until )(?<!by )\bthen\s*[?!.]*\s*$", re.I)
+_DEMONSTRATIVES = frozenset("this that these those".split())
+_TIME_WORDS = frozenset(
+    "morning afternoon evening night week weekend month year quarter time summer winter".split()
+)
+_ONE_AFTER = frozenset("that this the which same other".split())
+_MAKE = frozenset("make makes made making".split())
+_POSSESSIVES = frozenset({"its"})
+_SAME_WHAT = frozenset("thing things one issue problem error message".split())
+# A pronoun after more named words than this may point inside the question itself.
+_NAMED_BEFORE_PRONOUN = 2
 
 
 # -- formatting (pure) ---------------------------------------------------------
@@ -224,17 +236,64 @@ def _is_wordish(word: str) -> bool:
 # -- answering -----------------------------------------------------------------
 
 
-def is_follow_up(question: str) -> bool:
-    """Heuristic: short questions that lean on an earlier turn ("how do I fix it?")."""
+def follow_up_cue(question: str) -> str | None:
+    """How a question leans on an earlier turn: "plain", "pronoun" or None (it does not).
+
+    "plain": it starts like a continuation ("and in Visma?", "so how do I correct it
+    then?"), is nothing but question words ("why?") or opens on a pronoun before naming
+    anything ("how do I fix it?", "I enabled it now. What about …"). "pronoun": a pronoun
+    comes only after the question has named things of its own ("the order was deleted,
+    can it still be synced?"), so it may point inside the question: the conversation may
+    then only choose among the entries the question itself points at.
+    """
     words = re.findall(r"\w+", question.casefold())
     content = tokenize(question)
-    if _FOLLOW_UP_START.match(question):
-        return True
+    if _FOLLOW_UP_START.match(question) or _THEN_END.search(question):
+        return "plain"
     # "why?", "how come?": nothing but question words, so only the conversation can say
     # what it is about.
     if words and (not content or " ".join(words) == "how come"):
-        return True
-    return len(content) <= 8 and any(w in _ANAPHORA for w in words)
+        return "plain"
+    if len(content) > 8:
+        return None
+    named = 0  # content words before the first pronoun
+    for i, word in enumerate(words):
+        before = words[i - 1] if i else ""
+        after = words[i + 1] if i + 1 < len(words) else ""
+        if _is_anaphor(word, before, after):
+            # A possessive after a name belongs to it: "We're on Xero and its OAuth …".
+            limit = 0 if word in _POSSESSIVES else _NAMED_BEFORE_PRONOUN
+            return "plain" if named <= limit else "pronoun"
+        if tokenize(word):
+            named += 1
+    return None
+
+
+def _is_anaphor(word: str, before: str, after: str) -> bool:
+    """True when the word refers back to something said before (not "this morning")."""
+    if word == "one":
+        return before in _ONE_AFTER  # "that one", not "one Shopify order" or "Export One"
+    if word not in _ANAPHORA:
+        return False
+    if word in _DEMONSTRATIVES and after in _TIME_WORDS:
+        return False  # "since this morning" places the question in time
+    if word == "it" and before in _MAKE:
+        return False  # "did the order make it into Fortnox?": an idiom, not a reference
+    if word == "that" and tokenize(before):
+        # After a named thing or a verb, "that" opens a clause: "an invoice that's
+        # already booked", "confirm that all orders arrived"; "set that fallback name"
+        # is told apart by the conversation's entries (see retrieve_for).
+        return False
+    if word == "same":
+        # "same thing on Business Central?", "the same for Visma?", not "the same
+        # Shopify order was invoiced twice" (which names what is the same).
+        return not tokenize(after) or after in _SAME_WHAT
+    return True
+
+
+def is_follow_up(question: str) -> bool:
+    """Heuristic: short questions that lean on an earlier turn ("how do I fix it?")."""
+    return follow_up_cue(question) is not None
 
 
 def _previous(history: Sequence[Turn]) -> tuple[str, tuple[str, ...]]:
@@ -260,12 +319,13 @@ def retrieve_for(
     previous, cited = _previous(history)
     if not (previous or cited):
         return result
-    follow_up = is_follow_up(question)
+    cue = follow_up_cue(question)
     # A question that abstains on its own may still be a follow-up ("how big a date range
     # should I start with?"), but only if it is phrased in the knowledge base's own words:
-    # "what's the weather tomorrow?" after an error question must still abstain.
-    in_vocabulary = retriever.known_share(tokenize(question)) >= 0.6
-    if not follow_up and not (result.abstained and in_vocabulary):
+    # "what's the weather tomorrow?" after an error question must still abstain, and
+    # "Is there a discount for non-profits?" names something no entry does.
+    in_vocabulary = retriever.known_share(tokenize(question)) >= 0.6 and not result.uncovered
+    if cue is None and not (result.abstained and in_vocabulary):
         return result
     # An identifier ("what is error 2000637") says little about its topic in words: then the
     # earlier answer's heading stands for it. Otherwise the earlier question's own words do,
@@ -275,9 +335,27 @@ def retrieve_for(
         by_id = retriever.index.by_id
         context = " ".join([previous, *(heading_text(by_id[i]) for i in cited if i in by_id)])
     contextual = retriever.retrieve(question, k=k, filters=filters, prefer=cited, context=context)
+    if cue != "plain" and not _points_at(result, contextual):
+        # Not plainly a follow-up, the question stands on its own unless the conversation
+        # only chooses among the entries it already points at itself: "Do you support
+        # Magento?" after "Invalid grant" is not about OAuth tokens.
+        return result
     if contextual.abstained and not (result.outcome == "none" and contextual.outcome == "suggest"):
         return result
     return contextual
+
+
+def _points_at(alone: Retrieval, contextual: Retrieval) -> bool:
+    """True when the contextual retrieval's best entry is one the question alone offers.
+
+    Offered: the entries it would cite, or suggest, or (when nothing is related) the few
+    it ranks closest.
+    """
+    best = (contextual.hits or contextual.related or (None,))[0]
+    if best is None:
+        return False
+    offered = [h.entry.id for h in alone.hits or alone.related]
+    return best.entry.id in (offered or alone.closest[: len(contextual.related) or 3])
 
 
 def echo_text(text: str, settings: Settings) -> str:

@@ -125,6 +125,9 @@ _PEOPLE = frozenset(
 )
 
 
+_CLOSEST = 5  # how many of the best-ranked entries a retrieval reports as closest
+
+
 @dataclass(frozen=True)
 class Hit:
     """One retrieved entry with the signals behind it."""
@@ -153,6 +156,9 @@ class Retrieval:
     outcome: Outcome | None = None
     related: tuple[Hit, ...] = ()
     uncovered: tuple[str, ...] = ()
+    # Ids of the best-ranked entries whatever the outcome, best first: what the question
+    # points at, even when nothing answers it.
+    closest: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.outcome is None:
@@ -596,12 +602,15 @@ class HybridRetriever:
             context = self.synonyms.expand(context)
             context_tokens = self._search_tokens(expand_query(context))
             c_dense, c_bm25 = self._entry_scores(translate_query(context), context_tokens)
+            own_dense, own_bm25 = dense, bm25
             dense = (2 * dense + c_dense) / 3
             bm25 = (2 * bm25 + c_bm25) / 3
-            # A follow-up is as answerable as the conversation it continues.
-            signal_dense, signal_bm25 = np.maximum(dense, c_dense), np.maximum(bm25, c_bm25)
-        else:
-            signal_dense, signal_bm25 = dense, bm25
+            # The entries the conversation is about: those its last answer cited and the
+            # ones its earlier question ranks closest (a follow-up may correct a wrong
+            # first answer: "how big a date range should I start with?").
+            about = {self._entry_pos[i] for i in prefer if i in self._entry_pos}
+            c_fused = self._fuse(c_dense, c_bm25, allowed)
+            about.update(int(p) for p in np.argsort(-c_fused, kind="stable")[: s.suggestions])
         fused = self._fuse(dense, bm25, allowed)
         for entry_id in prefer:
             pos = self._entry_pos.get(entry_id)
@@ -630,6 +639,18 @@ class HybridRetriever:
                 fitting = [p for p in close if not self.reports_problem(self.entries[p].title)]
             order = fitting + [p for p in order if p not in fitting]
         best_fused = fused[order].max()  # the best score, whichever entry now comes first
+        # A follow-up is as answerable as the conversation it continues, but only about
+        # what the conversation is about: moving to another entry, the question is judged
+        # on its own words, as if asked first ("Is there a discount for non-profits?" after
+        # a fiscal-year error is not lifted by the fiscal-year answer's confidence).
+        follow_up = bool(context) and order[0] in about
+        if follow_up:
+            signal_dense, signal_bm25 = np.maximum(dense, c_dense), np.maximum(bm25, c_bm25)
+        elif context:
+            signal_dense, signal_bm25 = own_dense, own_bm25
+        else:
+            signal_dense, signal_bm25 = dense, bm25
+        closest = tuple(self.entries[p].id for p in order[:_CLOSEST])
         scale = self._score_scale()
 
         def hit(pos: int) -> Hit:
@@ -650,21 +671,23 @@ class HybridRetriever:
             "fused": float(best_fused),
             "dense": best_dense,
             "keyword": best_keyword,
-            "known": self.known_share_of(f"{query} {context}".strip()),
+            "known": self.known_share_of(f"{query} {context}" if follow_up else query),
             "uncovered": float(len(uncovered)),
             "general": float(self.asks_general_fact(query)),
         }
-        outcome, reason = self._decide(signals, bool(context))
+        outcome, reason = self._decide(signals, follow_up)
         if outcome == "answer":
             hits = [hit(order[0])]
             for pos in order[1:k]:
                 if best_fused > 0 and fused[pos] >= s.related_ratio * best_fused:
                     hits.append(hit(pos))
-            return Retrieval(query, tuple(hits), False, "search", signals, "answer", (), uncovered)
+            return Retrieval(
+                query, tuple(hits), False, "search", signals, "answer", (), uncovered, closest
+            )
         related = ()
         if outcome == "suggest":
             related = tuple(hit(pos) for pos in order[: s.suggestions])
-        return Retrieval(query, (), True, reason, signals, outcome, related, uncovered)
+        return Retrieval(query, (), True, reason, signals, outcome, related, uncovered, closest)
 
     def _score_scale(self) -> float:
         """The highest fused score possible, which maps to 1.0."""

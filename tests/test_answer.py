@@ -297,6 +297,50 @@ def test_new_out_of_scope_question_after_history_abstains(bot, question):
     assert answer.citations == ()
 
 
+# A question that stands on its own gets, after any conversation, the outcome and entries
+# it gets when asked first: the earlier answer must not bleed into it.
+SELF_CONTAINED_AFTER = [
+    ("Invalid grant", "Do you support Magento?"),
+    ("What is error 2000637?", "Is there a discount for non-profits?"),
+    ("Räkenskapsår saknas", "Is there a discount for non-profits?"),
+    ("How does Junipeer pricing work?", "How do I cancel my Junipeer subscription?"),
+    ("Invalid grant", "how do I see if order 10234 made it into fortnox?"),
+    ("What is error 2000637?", "one Shopify order got imported into Fortnox twice this afternoon"),
+]
+
+
+@pytest.mark.parametrize(("earlier", "question"), SELF_CONTAINED_AFTER)
+def test_a_self_contained_question_gets_what_it_gets_asked_first(bot, earlier, question):
+    alone = bot.answer(question)
+    after = bot.answer(question, history=_history(bot, earlier))
+    assert after.outcome == alone.outcome
+    assert _cited_ids(after) == _cited_ids(alone)
+    assert [c.entry.id for c in after.related] == [c.entry.id for c in alone.related]
+
+
+@pytest.mark.parametrize(
+    ("earlier", "question", "entry_id"),
+    [
+        (
+            "What does FORTNOX_FISCAL_YEAR mean?",
+            "so how do I correct it then?",
+            "FORTNOX_FISCAL_YEAR",
+        ),
+        ("Customer ID not found when syncing orders to Fortnox", "and in Visma?", None),
+        (
+            "What is error 2000637?",
+            "where do I set that fallback name?",
+            "FORTNOX_CUSTOMER_NAME_EMPTY",
+        ),
+    ],
+)
+def test_a_real_follow_up_is_answered_from_its_conversation(bot, earlier, question, entry_id):
+    history = _history(bot, earlier)
+    answer = bot.answer(question, history=history)
+    assert answer.outcome == "answer"
+    assert _cited_ids(answer)[0] == (entry_id or history[1].cited[0])
+
+
 # -- drafts ---------------------------------------------------------------------------
 
 TICKET = "Hi, our orders fail with 'Fiscal year not available' since January. What should we do?"

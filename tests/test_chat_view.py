@@ -6,6 +6,8 @@ import dataclasses
 import json
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
+
 from bot import chat_render as render
 from bot.answer_types import Answer, Citation, Turn
 from bot.drafting import is_step
@@ -533,3 +535,30 @@ def test_a_handoff_after_no_answer_says_so_in_words() -> None:
     # No answer at all (the hand-off after an error): nothing is claimed about one.
     body = render.build_handoff(CONTACTS_MD, "x", None, "").body
     assert "The assistant" not in body
+
+
+@pytest.mark.parametrize(
+    ("question", "cue"),
+    [
+        ("how do I fix it?", "plain"),
+        ("and in Visma?", "plain"),
+        ("how often should the schedule run then?", "plain"),
+        ("what does that mean?", "plain"),
+        ("I enabled it now. What do I do with the orders that already failed?", "plain"),
+        ("the order was deleted in shopify, can it still be synced?", "pronoun"),
+        ("We're on Xero and its OAuth connection keeps expiring every few weeks", "pronoun"),
+        # Words that look like references but are not: a number, a time, an idiom, a
+        # clause, "the same" naming what is the same.
+        ("one Shopify order got imported into Fortnox twice this afternoon", None),
+        ("nothing has synced since this morning, all tasks fail", None),
+        ("how do I see if order 10234 made it into fortnox?", None),
+        ("can I change an invoice that's already booked in fortnox?", None),
+        ("the same Shopify order was invoiced twice in Fortnox", None),
+        ("everything has failed since then.", None),
+        ("Do you support Magento?", None),
+    ],
+)
+def test_follow_up_cues(question, cue) -> None:
+    from bot.answer import follow_up_cue
+
+    assert follow_up_cue(question) == cue
