@@ -159,7 +159,7 @@ def abstain_text(
         else "I could not find this in the Junipeer knowledge base, so I won't guess."
     ]
     if uncovered:
-        names = " or ".join(f'"{w}"' for w in uncovered[:3])
+        names = " or ".join(f"“{_as_written(w, question)}”" for w in uncovered[:3])
         lines[0] += f" It never mentions {names}."
     if related:
         lines.append("The closest entries, in case one of them helps:")
@@ -169,6 +169,16 @@ def abstain_text(
         lines.append("Please contact Junipeer support:")
     lines.append(support_contacts(entries, settings))
     return "\n\n".join(lines)
+
+
+def _as_written(word: str, question: str) -> str:
+    """The word as the question writes it, whole: "profits" in "non-profits" → "non-profits"."""
+    found = re.search(
+        rf"(?<![\w-])(?:[\w'’]+-)*{re.escape(word)}(?:-[\w'’]+)*(?![\w-])",
+        question,
+        re.IGNORECASE,
+    )
+    return found.group(0) if found else word
 
 
 # "How do I cancel my subscription?" → an action ("cancelling your subscription");
@@ -181,7 +191,8 @@ _ACTION_LEAD = re.compile(
 )
 _THING_LEAD = re.compile(
     r"^(?:what|which|who|where)\s+(?:is|are|was|were)\s+(?P<rest>.+)$"
-    r"|^(?:do|does)\s+(?:you|junipeer)\s+(?:have|offer|support|provide)\s+(?P<rest2>.+)$",
+    r"|^(?:do|does)\s+(?:you|junipeer)\s+(?:have|offer|support|provide)\s+(?P<rest2>.+)$"
+    r"|^(?:is|are)\s+there\s+(?P<rest3>.+)$",
     re.IGNORECASE,
 )
 _GREETING = re.compile(r"^(?:hi|hello|hey|hej|thanks|ok|okay)\b[\s,!.:]*", re.IGNORECASE)
@@ -224,7 +235,7 @@ def asked_topic(question: str) -> str:
         thing = _THING_LEAD.match(text)
         if not thing:
             return ""
-        words = (thing.group("rest") or thing.group("rest2")).split()
+        words = (thing.group("rest") or thing.group("rest2") or thing.group("rest3")).split()
     words = [_PRONOUNS.get(w.casefold(), w) for w in words]
     return " ".join(words) if words and all(_is_wordish(w) for w in words) else ""
 

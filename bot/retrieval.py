@@ -117,6 +117,8 @@ _TOTAL_FAILURE = re.compile(
 )
 TOTAL_FAILURE_TERMS = "all syncs fail at once, stopped syncing"
 STATUS_TERMS = "how do I check if it has been synced, sync status"
+# What a merchant calls theirs: "my subscription", "our plan".
+_OWN_THING = re.compile(r"\b(my|our)\s+([^\W\d_]{3,})", re.IGNORECASE)
 _PEOPLE = frozenset(
     """
     i i'm im i've ive me my mine we we're our ours us you your yours junipeer merchant
@@ -687,7 +689,31 @@ class HybridRetriever:
         related = ()
         if outcome == "suggest":
             related = tuple(hit(pos) for pos in order[: s.suggestions])
+        elif not context and (implied := self._about_junipeer(query)):
+            # "Can I cancel my subscription?" asked of Junipeer's support is about the
+            # merchant's Junipeer subscription: a near miss to name, with the closest
+            # entries, not nothing. Read that way it may at most be suggested: the
+            # question itself did not say so.
+            found = self.retrieve(implied, k=k, filters=filters)
+            if found.outcome != "none" and found.reason != "exact":
+                related = (found.related or found.hits)[: s.suggestions]
+                reason = f"{reason}; read as about Junipeer: {found.reason or 'answered'}"
+                return Retrieval(
+                    query, (), True, reason, signals, "suggest", related, uncovered, closest
+                )
         return Retrieval(query, (), True, reason, signals, outcome, related, uncovered, closest)
+
+    def _about_junipeer(self, query: str) -> str:
+        """The question with "Junipeer" before what the merchant calls theirs, or "".
+
+        Only for a question naming the merchant's own things ("my subscription", "our
+        plan") and neither Junipeer nor a system the documents name.
+        """
+        words = set(_words(query))
+        if "junipeer" in words or words & self._system_words:
+            return ""
+        implied, count = _OWN_THING.subn(r"\g<1> Junipeer \g<2>", query, count=1)
+        return implied if count else ""
 
     def _score_scale(self) -> float:
         """The highest fused score possible, which maps to 1.0."""

@@ -297,6 +297,17 @@ def test_new_out_of_scope_question_after_history_abstains(bot, question):
     assert answer.citations == ()
 
 
+def test_a_question_about_the_merchants_own_account_is_a_near_miss_not_nothing(bot):
+    # Asked of Junipeer's support, "my subscription" is the Junipeer subscription (the
+    # README's own example): named, with the closest entries, never answered.
+    answer = bot.answer("Can I cancel my subscription?")
+    assert answer.outcome == "suggest"
+    assert answer.text.startswith("I have no information on cancelling your subscription")
+    assert answer.related
+    # Not for anything the merchant calls theirs.
+    assert bot.answer("what's my horoscope for today?").outcome == "none"
+
+
 # A question that stands on its own gets, after any conversation, the outcome and entries
 # it gets when asked first: the earlier answer must not bleed into it.
 SELF_CONTAINED_AFTER = [

@@ -152,7 +152,7 @@ def test_suggestions_name_what_is_missing_and_the_route_to_a_human(results):
     cancel = by_id["oos-related-2"].answer
     assert cancel.outcome == "suggest"
     assert "no information on cancelling your Junipeer subscription" in cancel.text
-    assert '"subscription"' in cancel.text
+    assert "“subscription”" in cancel.text
     assert 2 <= len(cancel.related) <= 3
     assert "support@junipeer.io" in cancel.text
     assert by_id["oos-gibberish-1"].answer.outcome == "none"

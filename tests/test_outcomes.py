@@ -44,6 +44,7 @@ CONTACT = Entry(
         ("hi! how can we make a pivot table?", "making a pivot table"),
         ("What are the Salesforce API limits?", "the Salesforce API limits"),
         ("Do you offer a free trial?", "a free trial"),
+        ("Is there a discount for non-profits?", "a discount for non-profits"),
         ("asdfgh qwerty", ""),
         ("🔥🔥", ""),
         ("", ""),
@@ -64,7 +65,7 @@ def test_suggest_text_names_the_gap_the_closest_entries_and_a_human():
     )
     assert text.startswith(
         "I have no information on cancelling your Junipeer subscription in the Junipeer "
-        'knowledge base, so I won\'t guess. It never mentions "subscription".'
+        "knowledge base, so I won't guess. It never mentions “subscription”."
     )
     assert "- [FAQ: How does Junipeer pricing work?]" in text
     assert "- [FAQ: How does billing work with multiple stores?]" in text
@@ -81,8 +82,19 @@ def test_suggest_text_names_the_gap_the_closest_entries_and_a_human():
     near = abstain_text(
         [CONTACT], AnswerSettings(), "Do you offer SSO?", ("onerror", "subscription"), [PRICING]
     )
-    assert '"subscription"' in near
+    assert "“subscription”" in near
     assert "onerror" not in near
+
+
+def test_suggest_text_names_the_word_as_the_question_writes_it():
+    # "profits" is the word the knowledge base lacks; the merchant wrote "non-profits".
+    text = abstain_text(
+        [CONTACT], AnswerSettings(), "Is there a discount for non-profits?", ("profits",), [PRICING]
+    )
+    assert text.startswith(
+        "I have no information on a discount for non-profits in the Junipeer knowledge base, "
+        "so I won't guess. It never mentions “non-profits”."
+    )
 
 
 def test_outcome_follows_abstention_and_suggestions_in_json():
