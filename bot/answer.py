@@ -309,7 +309,9 @@ def is_follow_up(question: str) -> bool:
 
 def _previous(history: Sequence[Turn]) -> tuple[str, tuple[str, ...]]:
     """The last user question and the entry ids last cited, from the history."""
-    users = [t.content for t in reversed(history) if t.role == "user"]
+    users = [
+        t.content for t in reversed(history) if t.role == "user" and not is_small_talk(t.content)
+    ]
     # "why?" after "how do I fix it?": the topic is in the question both follow up on.
     last_user = next((q for q in users if not is_follow_up(q)), users[0] if users else "")
     cited = next((t.cited for t in reversed(history) if t.role == "assistant" and t.cited), ())
@@ -401,6 +403,37 @@ def prepare_question(question: str, settings: Settings) -> tuple[str, tuple[str,
 
 EMPTY_QUESTION = "Please type a question, for example an error code or the error message you see."
 
+# A message that is only a greeting, thanks or goodbye (any mix, in English, Swedish or
+# Norwegian): "hello", "thanks!", "ok, thank you so much", "hej!". Anything more ("thanks!
+# and what's the weather?") is a question.
+_SOCIAL = (
+    r"hi|hello|hey|hiya|howdy|greetings|good\s+(?:morning|afternoon|evening|day)|hej|hejsan"
+    r"|hallå|hei|halla|thanks?|thank\s+you|thx|ty|tack|takk|cheers|appreciated|ok|okay"
+    r"|great|perfect|nice|cool|awesome|got\s+it|bye|goodbye|see\s+you"
+)
+_SOCIAL_TAIL = r"so\s+much|a\s+lot|very\s+much|again|there|all|you|bot|junipeer|så\s+mycket"
+_SMALL_TALK = re.compile(
+    rf"^(?:(?:{_SOCIAL})(?:\s+(?:{_SOCIAL_TAIL}))*[\s,.!?:;)(\-–—🙂😊👍🙏]*)+$", re.IGNORECASE
+)
+_THANKS = re.compile(r"\b(?:thanks?|thank|thx|ty|tack|takk|cheers|appreciated|bye|goodbye)\b", re.I)
+SMALL_TALK_HELP = (
+    "I can explain the error codes and messages your Junipeer integrations show (paste the "
+    "message or the code, also in Swedish or Norwegian) and answer questions about syncing, "
+    "settings and pricing."
+)
+
+
+def is_small_talk(text: str) -> bool:
+    """True for a message that is only a greeting, thanks or goodbye."""
+    return bool(_SMALL_TALK.match(" ".join(text.split())))
+
+
+def small_talk_reply(text: str) -> str:
+    """A short reply in kind that says what the bot can help with."""
+    if _THANKS.search(text):
+        return f"You're welcome! {SMALL_TALK_HELP} Just ask if anything else comes up."
+    return f"Hello! {SMALL_TALK_HELP} What can I help you with?"
+
 
 def answer_question(
     question: str,
@@ -416,6 +449,10 @@ def answer_question(
     question = echo_text(question, settings)
     if not cleaned:
         return Answer(question, EMPTY_QUESTION, (), True, notices)
+    if is_small_talk(cleaned):
+        # Nothing to look up: not an abstention to report as a gap (outcome "none").
+        reply = small_talk_reply(cleaned)
+        return Answer(question, reply, (), True, notices, outcome="none", small_talk=True)
     result = retrieve_for(cleaned, retriever, history, filters, k)
     entries = retriever.entries
     if result.abstained:

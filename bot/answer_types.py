@@ -85,6 +85,8 @@ class Answer:
     notices: tuple[str, ...] = field(default=())
     related: tuple[Citation, ...] = ()
     outcome: Outcome | None = None
+    # A greeting or thanks, answered in kind: not a question the knowledge base lacks.
+    small_talk: bool = False
 
     def __post_init__(self) -> None:
         if self.outcome is None:

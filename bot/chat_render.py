@@ -554,6 +554,9 @@ def render_answer(
         "intent": intent,
         "facts": answer_facts(answer, original_question(answer, history)),
     }
+    if answer.small_talk:
+        # A greeting or thanks: `supportbot gaps` does not list it.
+        metadata["small_talk"] = True
     return RenderedMessage("\n\n".join(p for p in parts if p), elements, metadata)
 
 

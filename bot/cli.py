@@ -582,7 +582,11 @@ def _vocabulary_candidates(
     except (IndexUnavailableError, CorpusError) as exc:
         logger.debug("No index for candidate words: %s", exc)
         return None
-    return display_safe_data(candidate_words(questions, retriever.uncovered_words))
+    return display_safe_data(
+        candidate_words(
+            questions, retriever.uncovered_words, written_in_words=retriever.written_in_words
+        )
+    )
 
 
 def _print_candidates(candidates: list[dict[str, object]] | None) -> None:

@@ -724,8 +724,9 @@ async def fetch_abstentions_async(url: str) -> list[dict[str, Any]]:
     out = []
     for row in await _query(url, _ABSTENTION_SQL):
         meta = _json(row["metadata"], {})
-        # A draft redone in another style ("make it shorter") is not a new question.
-        if not meta.get("abstained") or meta.get("refinement"):
+        # A draft redone in another style ("make it shorter") is not a new question, nor
+        # is a greeting or thanks a question the knowledge base lacks.
+        if not meta.get("abstained") or meta.get("refinement") or meta.get("small_talk"):
             continue
         out.append(
             {

@@ -735,6 +735,18 @@ class HybridRetriever:
             return 0.0
         return sum(1 for t in tokens if t in self._vocabulary_set or t in covered) / len(tokens)
 
+    def written_in_words(self, text: str) -> bool:
+        """True when the text is language: two words or more, two in three of them real.
+
+        Real: in the English word list or the knowledge base. "asdfgh qwerty" is not, nor
+        is "asdf qwerty hjkl" (one real word, as keyboard mash often has: "qwerty").
+        """
+        words = _WORD_RE.findall(normalize_text(translate_query(text)))
+        if len(words) < 2:
+            return False
+        real = sum(1 for w in words if w in self._raw_vocabulary or is_english_word(w))
+        return real * 3 >= len(words) * 2
+
     def uncovered_words(self, text: str) -> tuple[str, ...]:
         """Words of the question the knowledge base never uses, even allowing for typos.
 

@@ -120,15 +120,20 @@ def candidate_words(
     uncovered: Callable[[str], Sequence[str]],
     min_count: int = 2,
     limit: int = 20,
+    written_in_words: Callable[[str], bool] | None = None,
 ) -> list[dict[str, object]]:
     """Words frequent in unanswered questions that the knowledge base never uses.
 
     Candidates for the synonyms file (or for new entries): ``uncovered`` names a
     question's words the corpus and the synonyms lack. Each word counts once per
     distinct question; the most frequent come first, each with up to three examples.
+    Only questions for which ``written_in_words`` is true count: keyboard mash
+    ("asdfgh qwerty") proposes nothing, however often it is typed.
     """
     counts: dict[str, list[str]] = {}
     for question in dict.fromkeys(q.strip() for q in questions if q and q.strip()):
+        if written_in_words is not None and not written_in_words(question):
+            continue
         for word in dict.fromkeys(uncovered(question)):
             counts.setdefault(word, []).append(question)
     ranked = sorted(counts.items(), key=lambda kv: (-len(kv[1]), kv[0]))

@@ -297,6 +297,38 @@ def test_new_out_of_scope_question_after_history_abstains(bot, question):
     assert answer.citations == ()
 
 
+@pytest.mark.parametrize(
+    ("greeting", "opening"),
+    [
+        ("hello", "Hello!"),
+        ("Hi there!", "Hello!"),
+        ("hej!", "Hello!"),
+        ("thanks!", "You're welcome!"),
+        ("ok, thank you so much", "You're welcome!"),
+    ],
+)
+def test_greetings_and_thanks_get_a_reply_in_kind(bot, greeting, opening):
+    answer = bot.answer(greeting)
+    assert answer.small_talk
+    assert answer.text.startswith(opening)
+    assert "could not find" not in answer.text
+    assert "contact" not in answer.text.casefold()
+    assert "error codes and messages" in answer.text
+
+
+def test_a_greeting_with_a_question_is_a_question(bot):
+    answer = bot.answer("thanks! and what's the weather in Stockholm tomorrow?")
+    assert not answer.small_talk
+    assert answer.abstained
+
+
+def test_thanks_between_an_answer_and_its_follow_up_keeps_the_topic(bot):
+    history = _history(bot, "Räkenskapsår saknas")
+    thanks = bot.answer("thanks!", history=history)
+    history += [Turn("user", "thanks!"), Turn("assistant", thanks.text)]
+    assert _cited_ids(bot.answer("how do I fix it?", history=history))[0] == "FORTNOX_FISCAL_YEAR"
+
+
 def test_a_question_about_the_merchants_own_account_is_a_near_miss_not_nothing(bot):
     # Asked of Junipeer's support, "my subscription" is the Junipeer subscription (the
     # README's own example): named, with the closest entries, never answered.

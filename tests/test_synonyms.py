@@ -190,3 +190,50 @@ async def test_gaps_proposes_words_of_unanswered_questions(tmp_path, real_bot, r
     assert no_index.exit_code == 0, no_index.output
     assert "need a current index" in no_index.stdout
     assert not (tmp_path / "no-index").exists()
+
+
+@pytest.mark.model
+async def test_gaps_leave_out_greetings_and_keyboard_mash(tmp_path, real_bot, real_index_dir):
+    from typer.testing import CliRunner
+
+    from bot import chat_render as render
+    from bot.cli import app
+    from bot.persistence import create_schema_async, make_data_layer
+    from tests.test_persistence import _step, _use_chainlit_context
+
+    _use_chainlit_context()
+    url = f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}"
+    await create_schema_async(url)
+    layer = make_data_layer(url)
+    questions = [
+        "hello",
+        "thanks!",
+        "asdfgh qwerty",
+        "qwerty asdfgh",
+        "asdfgh",
+        "Can Junipeer send me an SMS when an order fails?",
+        "do you send an SMS alert when a sync stops?",
+    ]
+    for n, question in enumerate(questions):
+        # What the chat stores for the answer it showed.
+        metadata = render.render_answer(real_bot.answer(question)).metadata
+        step = _step(
+            f"00000000-0000-0000-0000-00000000001{n}",
+            "assistant_message",
+            "…",
+            createdAt=f"2026-01-01T10:0{n}:00Z",
+            metadata=metadata,
+        )
+        await layer.update_thread(step["threadId"], name=question)
+        await layer.create_step(step)
+    await layer.close()
+
+    env = {"SUPPORTBOT_CHAT__DATABASE_URL": url, "SUPPORTBOT_INDEX__DIR": str(real_index_dir)}
+    result = CliRunner().invoke(app, ["gaps", "--vocabulary", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert [c["word"] for c in json.loads(result.stdout)] == ["sms"]
+    report = CliRunner().invoke(app, ["gaps", "--json"], env=env)
+    listed = {q for group in json.loads(report.stdout) for q in group["questions"]}
+    assert "hello" not in listed
+    assert "thanks!" not in listed
+    assert "asdfgh qwerty" in listed  # still not answered: a gap, just not a word to add
