@@ -399,12 +399,61 @@ def collapse(text: str, limit: int = ECHO_CHARS) -> str:
     return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
+def found_message(question: str, message: str) -> str | None:
+    """The part of the question that is the message, as the merchant wrote it, or None.
+
+    Tolerant as the exact lookup is: case, punctuation and spacing are ignored, ``a/b``
+    in the document accepts either word or both, ``X`` any value, and a trailing
+    numeric code in brackets may be left out. "… med felet Kunde inte hitta leveranssätt,
+    vad gör vi?" holds "Kunde inte hitta leveranssätt" of "Kunde inte hämta/hitta
+    leveranssätt".
+    """
+    parts: list[str] = []
+    for token in _CODE_IN_PARENS.sub("", message).split():
+        token = token.strip(".,:;!?()\"'“”")
+        if not token:
+            continue
+        if token == "X":
+            parts.append(r"\S+")
+        elif "/" in token:
+            alternatives = [re.escape(a) for a in token.split("/") if a]
+            parts.append("(?:" + "|".join([re.escape(token), *alternatives]) + ")")
+        else:
+            parts.append(re.escape(token))
+    if not parts:
+        return None
+    pattern = r"(?<!\w)" + r"[\s\W]+".join(parts) + r"(?!\w)"
+    found = re.search(pattern, question, re.IGNORECASE)
+    return found.group(0) if found else None
+
+
+_BARE_MESSAGE_WORDS = 8
+
+
+def _is_bare_message(question: str) -> bool:
+    """True for a paste that is only a message: one short line that asks nothing."""
+    text = question.strip()
+    return "\n" not in text and "?" not in text and len(text.split()) <= _BARE_MESSAGE_WORDS
+
+
+def _mentions_code(question: str, entry: Entry) -> bool:
+    """True when the question names the entry's code in any spelling or its number."""
+    words = " ".join(re.findall(r"[^\W_]+", question.casefold()))
+    code = " ".join(re.findall(r"[^\W_]+", (entry.code or "").casefold()))
+    if code and re.search(rf"(?<!\w){re.escape(code)}(?!\w)", words):
+        return True
+    return bool(entry.numeric_code) and entry.numeric_code in re.findall(r"\d{4,}", question)
+
+
 def seen_line(question: str, entry: Entry, part: SubError | None = None) -> str:
     """What the merchant saw, quoted first: their own words, with the English.
 
-    Returns an empty string when the entry has no message to compare with.
+    Only when the merchant pasted or retyped the message (quoted as they wrote it) or
+    named the code ("The message: …"); a question that only shares words with the entry
+    ("What is the VAT rate in Germany?") gets no such lead, nor is a whole sentence
+    around a message presented as the message. Returns an empty string then, and when
+    the entry has no message.
     """
-    q = _norm(question)
     candidates: list[tuple[str, str | None]] = []
     if part is not None:
         candidates.append((part.message, part.gloss))
@@ -413,19 +462,24 @@ def seen_line(question: str, entry: Entry, part: SubError | None = None) -> str:
             candidates.append((entry.message, english_message(entry)))
         candidates.extend((p.message, p.gloss) for p in entry.parts)
     for original, english in candidates:
-        if _norm(original) and _norm(original) in q:
+        seen = found_message(question, original)
+        if seen:
             translated = (
                 f" — in English: “{english}”"
                 if english and _norm(english) != _norm(original)
                 else ""
             )
-            return f"**You saw:** “{original}”{translated}"
-        if english and _norm(english) in q:
-            return f"**You saw:** “{english}”"
+            return f"**You saw:** “{seen}”{translated}"
+        if english and (seen := found_message(question, english)):
+            return f"**You saw:** “{seen}”"
     english = english_message(entry) if part is None else (part.gloss or part.message)
-    if _looks_nordic(question) and english:
+    if not english:
+        return ""
+    if _looks_nordic(question) and _is_bare_message(question):
+        # A Swedish or Norwegian message the guide has only in English ("Räkenskapsår
+        # saknas"): the paste itself is what they saw. A sentence around it is not.
         return f"**You saw:** “{collapse(question)}” — in English: “{english}”"
-    if english:
+    if _mentions_code(question, entry):
         return f"**The message:** “{english}”"
     return ""
 

@@ -115,6 +115,28 @@ def test_a_swedish_message_of_the_entry_is_quoted_as_pasted_with_the_english() -
     assert "### Could not retrieve/find VAT" in content
 
 
+def test_only_the_message_in_a_pasted_sentence_is_quoted_as_seen() -> None:
+    question = "Hej! Alla våra ordrar misslyckas med felet Kunde inte hitta moms, vad gör vi?"
+    content = render.render_answer(_answer(question, VAT)).content
+    assert content.startswith(
+        "**You saw:** “Kunde inte hitta moms” — in English: “Could not retrieve/find VAT”"
+    )
+    # A message that cannot be told apart from the sentence around it is not quoted at all.
+    question = "Hej! Alla våra ordrar stoppas med Räkenskapsår saknas, vad gör vi?"
+    content = render.render_answer(_answer(question, FISCAL)).content
+    assert content.startswith("### Fiscal year not available")
+    assert "Hej!" not in content
+
+
+def test_the_message_lead_only_when_the_merchant_named_the_message_or_code() -> None:
+    general = render.render_answer(_answer("What is the VAT rate in Germany?", VAT)).content
+    assert general.startswith("### Could not retrieve/find VAT")
+    assert "The message" not in general
+    assert "You saw" not in general
+    by_code = render.render_answer(_answer("what is fortnox_vat_not_found?", VAT)).content
+    assert by_code.startswith("**The message:** “Could not retrieve/find VAT”")
+
+
 def test_agent_profile_still_sees_codes_and_scores() -> None:
     rendered = render.render_answer(_answer("Fiscal year not available", FISCAL), render.AGENT)
     assert rendered.elements[0].name == "FORTNOX_FISCAL_YEAR"
