@@ -161,6 +161,15 @@ class RetrievalSettings(BaseModel):
             "below, it is suggest."
         ),
     )
+    unnamed_fact_min_confidence: float = Field(
+        default=1.2,
+        description=(
+            "Confidence a question needs to be answered when it asks a general fact and names "
+            "neither Junipeer nor a system the documents cover (the VAT rate in Germany): an "
+            "entry sharing its words is about an integration, not the world; below, it is "
+            "suggest."
+        ),
+    )
     suggestions: int = Field(
         default=3,
         ge=1,

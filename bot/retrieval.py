@@ -676,6 +676,7 @@ class HybridRetriever:
             "known": self.known_share_of(f"{query} {context}" if follow_up else query),
             "uncovered": float(len(uncovered)),
             "general": float(self.asks_general_fact(query)),
+            "named": float(bool(set(_words(query)) & (self._system_words | {"junipeer"}))),
         }
         outcome, reason = self._decide(signals, follow_up)
         if outcome == "answer":
@@ -857,7 +858,9 @@ class HybridRetriever:
         near miss ("cancel my subscription" finds the pricing entry) unless the
         confidence clears the higher ``uncovered_min_confidence``. A question after a general
         fact that names nobody involved ("which countries use the euro?") needs that
-        higher bar too. A follow-up is judged with its conversation, by the first bars.
+        higher bar too, and ``unnamed_fact_min_confidence`` when it names neither Junipeer
+        nor a system the documents cover ("What is the VAT rate in Germany?"). A follow-up is
+        judged with its conversation, by the first bars.
         """
         s = self.settings
         if s.mode == "bm25":
@@ -871,6 +874,19 @@ class HybridRetriever:
             return "none", f"confidence {confidence:.2f} is below {s.suggest_min_confidence}"
         if confidence < s.min_confidence:
             return "suggest", f"confidence {confidence:.2f} is below {s.min_confidence}"
+        if (
+            not follow_up
+            and signals.get("general")
+            and not signals.get("named")
+            and confidence < s.unnamed_fact_min_confidence
+        ):
+            # A fact about the world ("What is the VAT rate in Germany?"): an entry that
+            # shares its words is about a merchant's integration, not about Germany.
+            return "suggest", (
+                "the question asks a general fact and names neither Junipeer nor a system "
+                f"the documents cover; confidence {confidence:.2f} is below "
+                f"{s.unnamed_fact_min_confidence}"
+            )
         if follow_up or confidence >= s.uncovered_min_confidence:
             return "answer", ""
         if signals["uncovered"]:

@@ -432,13 +432,16 @@ def sweep_confidence(
     current = bot.settings.retrieval
     out = {}
     for value in dict.fromkeys(float(v) for v in values):
-        # The other two bars move with it, keeping their distance from the answer bar.
+        # The other bars move with it, keeping their distance from the answer bar.
         swept = bot.with_retrieval(
             mode=mode,
             min_confidence=value,
             suggest_min_confidence=min(current.suggest_min_confidence, value),
             uncovered_min_confidence=value
             + current.uncovered_min_confidence
+            - current.min_confidence,
+            unnamed_fact_min_confidence=value
+            + current.unnamed_fact_min_confidence
             - current.min_confidence,
         )
         out[repr(value)] = summarize(run_questions(swept, items, progress))

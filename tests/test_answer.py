@@ -340,6 +340,17 @@ def test_a_question_about_the_merchants_own_account_is_a_near_miss_not_nothing(b
     assert bot.answer("what's my horoscope for today?").outcome == "none"
 
 
+def test_a_general_fact_naming_no_system_is_not_answered_from_an_entry(bot):
+    # The VAT entry shares "VAT rate" (and the documents mention Germany), but the
+    # question is about Germany, not about an integration.
+    answer = bot.answer("What is the VAT rate in Germany?")
+    assert answer.outcome == "suggest"
+    assert answer.text.startswith("I have no information on the VAT rate in Germany")
+    assert "FORTNOX_VAT_NOT_FOUND" in [c.entry.id for c in answer.related]
+    # Asked about a system the documents cover, the same kind of question is answered.
+    assert _cited_ids(bot.answer("What VAT rates does Fortnox have?"))[0] == "FORTNOX_VAT_NOT_FOUND"
+
+
 # A question that stands on its own gets, after any conversation, the outcome and entries
 # it gets when asked first: the earlier answer must not bleed into it.
 SELF_CONTAINED_AFTER = [

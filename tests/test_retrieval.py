@@ -477,7 +477,15 @@ def test_near_miss_and_general_fact_bars(fake_retriever):
     outcome, reason = decide(_signals(dense=between, general=1.0), False)
     assert (outcome, "general fact" in reason) == ("suggest", True)
     high = s.uncovered_min_confidence + 0.01 - 0.45
-    assert decide(_signals(dense=high, general=1.0, uncovered=1.0), False)[0] == "answer"
+    assert decide(_signals(dense=high, uncovered=1.0), False)[0] == "answer"
+    named = _signals(dense=high, general=1.0, uncovered=1.0, named=1.0)
+    assert decide(named, False)[0] == "answer"
+    # A general fact naming neither Junipeer nor a documented system ("the VAT rate in
+    # Germany") needs a bar higher still.
+    outcome, reason = decide(_signals(dense=high, general=1.0), False)
+    assert (outcome, "names neither" in reason) == ("suggest", True)
+    higher = s.unnamed_fact_min_confidence + 0.01 - 0.45
+    assert decide(_signals(dense=higher, general=1.0), False)[0] == "answer"
     # In a follow-up the conversation says what it is about.
     assert decide(_signals(dense=between, general=1.0, uncovered=1.0), True)[0] == "answer"
 
