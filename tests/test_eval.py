@@ -37,9 +37,9 @@ TARGETS = {
     "in_scope_suggest": 0.05,
 }
 # Figures measured on the held-out half at this commit; a change may not make them worse.
-# (The held-out half has 171 questions; its 31 newest, written before the third round of
-# tuning, are the hardest: on the 140 older ones hit@1 is 0.934, found 1.0, in-scope
-# suggest 6/106 and out of scope answered 4/34.)
+# (The held-out half has 177 questions; the 31 written before the third round of tuning
+# are the hardest: on the 140 older ones hit@1 is 0.934, found 1.0, in-scope suggest 6/106
+# and out of scope answered 4/34.)
 HELD_OUT_FLOOR = {
     "hit@1": 0.87,
     "found": 0.96,
@@ -68,6 +68,8 @@ KNOWN_MISSES = {
     "faq-contact-ring-1": "suggest (contact FAQ not among the suggestions)",
     "faq-connectors-shipping-1": "suggest (connectors FAQ not among the suggestions)",
     "niche-pyramid-custom-1": "suggest (custom-integrations FAQ not among the suggestions)",
+    "walk-cost-1": "suggest (pricing FAQ suggested first)",
+    "walk-magento-1": "suggest (connectors FAQ suggested first)",
     # in scope, answered from another entry first
     "vocab-gbp-1": "answered with FORTNOX_CURRENCY_MISMATCH first",
     "faq-pricing-monthly-1": "answered with the multiple-stores billing FAQ first",
@@ -76,6 +78,7 @@ KNOWN_MISSES = {
     "faq-stopped-errors-out-1": "answered from the Tips section",
     "faq-stopped-dead-1": "answered from the Visma json-decode entry",
     "vocab-end-up-1": "answered from the Shopify draft-orders entry",
+    "walk-not-syncing-1": "answered from FORTNOX_CUSTOMER_NAME_EMPTY (missing-orders FAQ third)",
     # out of scope, answered
     "oos-related-11": "answered from the clear-cache FAQ",
     "near-miss-nonprofit-1": "answered from the pricing FAQ",
@@ -93,6 +96,8 @@ KNOWN_MISSES = {
     "near-miss-delete-connector-data-1": "answered from the connectors FAQ",
     "near-miss-invoice-for-fee-1": "answered from the pricing FAQ",
     "general-fortnox-license-price-1": "answered from FORTNOX_COST_CENTER_AUTH",
+    "walk-connect-setup-1": "answered from the multiple-stores billing FAQ",
+    "walk-data-stored-1": "answered from the check-if-synced FAQ",
 }
 
 
