@@ -408,13 +408,20 @@ EMPTY_QUESTION = "Please type a question, for example an error code or the error
 # and what's the weather?") is a question.
 _SOCIAL = (
     r"hi|hello|hey|hiya|howdy|greetings|good\s+(?:morning|afternoon|evening|day)|hej|hejsan"
-    r"|hallå|hei|halla|thanks?|thank\s+you|thx|ty|tack|takk|cheers|appreciated|ok|okay"
+    r"|hallå|hei|halla|thanks?|thx|ty|tack|takk|cheers|appreciated|ok|okay"
     r"|great|perfect|nice|cool|awesome|got\s+it|bye|goodbye|see\s+you"
 )
+# "thank you" is "thank" + the tail "you". Each phrase must be followed by a separator or
+# the end, and each text has one reading: the pattern never backtracks exponentially (with
+# "thank you" also a phrase of its own, "thank you " * 25 + "?" took minutes, blocking the
+# whole server, as re holds the GIL).
 _SOCIAL_TAIL = r"so\s+much|a\s+lot|very\s+much|again|there|all|you|bot|junipeer|så\s+mycket"
 _SMALL_TALK = re.compile(
-    rf"^(?:(?:{_SOCIAL})(?:\s+(?:{_SOCIAL_TAIL}))*[\s,.!?:;)(\-–—🙂😊👍🙏]*)+$", re.IGNORECASE
+    rf"^(?:(?:{_SOCIAL})(?:\s+(?:{_SOCIAL_TAIL}))*(?:[\s,.!?:;)(\-–—🙂😊👍🙏]+|$))+$",
+    re.IGNORECASE,
 )
+# Longer than any greeting or thanks: not small talk, and never given to the pattern.
+_SMALL_TALK_MAX_CHARS = 80
 _THANKS = re.compile(r"\b(?:thanks?|thank|thx|ty|tack|takk|cheers|appreciated|bye|goodbye)\b", re.I)
 SMALL_TALK_HELP = (
     "I can explain the error codes and messages your Junipeer integrations show (paste the "
@@ -425,7 +432,8 @@ SMALL_TALK_HELP = (
 
 def is_small_talk(text: str) -> bool:
     """True for a message that is only a greeting, thanks or goodbye."""
-    return bool(_SMALL_TALK.match(" ".join(text.split())))
+    text = " ".join(text.split())
+    return len(text) <= _SMALL_TALK_MAX_CHARS and bool(_SMALL_TALK.match(text))
 
 
 def small_talk_reply(text: str) -> str:

@@ -316,6 +316,25 @@ def test_greetings_and_thanks_get_a_reply_in_kind(bot, greeting, opening):
     assert "error codes and messages" in answer.text
 
 
+def test_telling_small_talk_apart_takes_linear_time():
+    # The pattern runs on every message before retrieval, and re holds the GIL: one
+    # message that backtracks exponentially would freeze every session of a server. Run in
+    # a child process so that a regression fails on the timeout instead of hanging here.
+    import subprocess
+    import sys
+
+    probe = (
+        "from bot.answer import _SMALL_TALK, is_small_talk\n"
+        "for n in (25, 200):\n"
+        "    text = 'thank you ' * n + '?x'\n"
+        "    assert _SMALL_TALK.match(text) is None\n"
+        "    assert not is_small_talk(text)\n"
+        "assert is_small_talk('ok thank you so much!')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], timeout=60, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
+
+
 def test_a_greeting_with_a_question_is_a_question(bot):
     answer = bot.answer("thanks! and what's the weather in Stockholm tomorrow?")
     assert not answer.small_talk
