@@ -508,6 +508,25 @@ CANNOT_EDIT = (
 ALREADY_ENGLISH = "The draft is already in English."
 
 
+# A request for a style that is not addressed to the draft ("shorter", "a bit more formal
+# please", "back to the original") is made of style words and these only; a ticket that
+# uses a style word ("Sync takes longer than before") names other things.
+_BARE_REQUEST_WORDS = frozenset(
+    (
+        "shorter shorten more concise too long briefer brief less wordy kortare longer short "
+        "detail detailed details in full length formal polite politer professional "
+        "formellare informal casual friendlier friendly normal as before original start over "
+        "undo reset please pls a bit little slightly much way lot and but the to back go it "
+        "make be can you could now again version thanks thank tack ok okay one not so tone "
+        "just even also somewhat rather"
+    ).split()
+)
+
+
+def _bare_style_request(request: str) -> bool:
+    return set(re.findall(r"[\w']+", request.casefold())) <= _BARE_REQUEST_WORDS
+
+
 @dataclass(frozen=True)
 class Refinement:
     """What a typed request does to the last draft.
@@ -550,8 +569,9 @@ def typed_refinement(text: str, current: str = "default") -> Refinement | None:
     translate = bool(_TRANSLATE.search(request)) and (addressed or len(request.split()) <= 6)
     if not (changed or addressed or translate):
         return None
-    if changed and not (addressed or translate) and len(request.split()) > 8:
-        # "Our invoices got shorter descriptions after the update": a ticket, not a request.
+    if changed and not (addressed or translate) and not _bare_style_request(request):
+        # "Our invoices got shorter descriptions after the update", "How do I reset my
+        # password?", "Can I undo a sync?": tickets that use a style word, not requests.
         return None
     style = style_name(shorter, formal) if changed else None
     note = ""

@@ -131,6 +131,9 @@ def test_shorter_and_formal_compose() -> None:
         ("please add a line about the task ID", "formal", None, CANNOT_EDIT),
         ("drop the greeting and make it more formal", "default", "formal", CANNOT_EDIT),
         ("Shorter, and in Swedish", "default", "shorter", CANNOT_TRANSLATE),
+        ("a bit more formal please", "shorter", "shorter+formal", ""),
+        ("too long", "default", "shorter", ""),
+        ("start over", "formal", "default", ""),
     ],
 )
 def test_typed_refinements_act_on_the_last_draft(text, current, style, note) -> None:
@@ -150,6 +153,12 @@ def test_typed_refinements_act_on_the_last_draft(text, current, style, note) -> 
         "Our invoices got shorter descriptions after the update and now fail.",
         "Our invoices got shorter descriptions after the update and now fail. " * 2,
         "How do I change it to 25%?",
+        # Short tickets that use a style word.
+        "How do I reset my password?",
+        "Can I undo a sync?",
+        "Sync takes longer than before",
+        "Is the original invoice sent to Fortnox?",
+        "Brief outage this morning?",
     ],
 )
 def test_tickets_are_not_refinements(ticket) -> None:
