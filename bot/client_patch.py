@@ -28,7 +28,7 @@ chat server; they are now resolved against the server, as Chainlit does for star
 The
 bundles are minified: the code is found by strings and shapes that survive minification.
 When a pattern is not found (another Chainlit version) the bundle is served unchanged and
-a warning is logged; tests/test_client_patch.py checks that both apply to the installed one.
+a warning is logged; tests/test_client_patch.py checks that each applies to the installed one.
 """
 
 from __future__ import annotations
