@@ -371,9 +371,11 @@ def _unused_route(method: str, path: str) -> bool:
 
     ``/auth/jwt`` trades any valid token for a fresh one (a login would never expire);
     ``/project/element`` writes custom elements by id into any live session; ``/mcp``
-    connects tool servers.
+    connects tool servers; ``/project/thread/share`` marks a thread shared (Chainlit does not
+    check ``allow_thread_sharing``), and a shared thread would be readable from the
+    merchant instance, which has no login, when both use one database.
     """
-    if path.endswith("/auth/jwt") or "/mcp" in path:
+    if path.endswith(("/auth/jwt", "/project/thread/share")) or "/mcp" in path:
         return True
     return path.endswith("/project/element") and method in ("PUT", "DELETE")
 

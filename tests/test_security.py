@@ -840,6 +840,18 @@ def test_routes_the_app_does_not_use_are_closed(merchant: ChatServer) -> None:
         assert http.post("/mcp", json={}).status_code == 403
 
 
+def test_an_agent_cannot_make_a_thread_public(agent: ChatServer, agent_token: str) -> None:
+    # A shared thread would be readable from the merchant instance (no login) on the same
+    # database; the app shares nothing, so the route is closed.
+    with httpx.Client(base_url=agent.url, timeout=20) as http:
+        r = http.put(
+            "/project/thread/share",
+            json={"threadId": str(uuid.uuid4()), "isShared": True},
+            headers=_cookie(agent_token),
+        )
+    assert (r.status_code, r.json()["detail"]) == (403, NOT_OFFERED)
+
+
 async def _session_after_timeout(url: str) -> tuple[int, int]:
     tab, asked = await _ask_in_new_tab(url)
     body = {
