@@ -39,6 +39,14 @@ _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 _FOLLOW_UP_START = re.compile(r"^\s*(and|but|so|what about|how about|what if|also|same)\b", re.I)
 # "how often should the schedule run then?": "then" closing a question continues a turn.
 _THEN_END = re.compile(r"(?<!since )(?<!until )(?<!by )\bthen\s*[?!.]*\s*$", re.I)
+# Short reports and requests that only make sense about the last answer: "still failing",
+# "didn't help", "can you make it shorter?" ("make it" is otherwise an idiom, see _MAKE).
+_ABOUT_LAST_ANSWER = re.compile(
+    r"^\W*(?:(?:it|that|this|sync|the sync)(?:'s| is)?\s+)?(?:still\b|(?:didn'?t|did not|"
+    r"doesn'?t|does not) (?:help|work)\b|no luck\b)"
+    r"|^\W*(?:(?:can|could) you\s+)?(?:please\s+)?make (?:it|that|this) (?:shorter|brief)",
+    re.I,
+)
 _DEMONSTRATIVES = frozenset("this that these those".split())
 _TIME_WORDS = frozenset(
     "morning afternoon evening night week weekend month year quarter time summer winter".split()
@@ -260,6 +268,8 @@ def follow_up_cue(question: str) -> str | None:
     words = re.findall(r"\w+", question.casefold())
     content = tokenize(question)
     if _FOLLOW_UP_START.match(question) or _THEN_END.search(question):
+        return "plain"
+    if len(content) <= 4 and _ABOUT_LAST_ANSWER.search(question):
         return "plain"
     # "why?", "how come?": nothing but question words, so only the conversation can say
     # what it is about.

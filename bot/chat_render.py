@@ -315,6 +315,23 @@ _ASKS_FIX = re.compile(
 _ASKS_CAUSE = re.compile(
     r"^\W*(why|how come)\b|\b(what causes|cause[sd]?|reason|why does|why is|why do)\b", re.I
 )
+# "what does that mean?": the plain explanation, which is the cause (as "why?" gets).
+_ASKS_MEANING = re.compile(
+    r"\bwhat (?:does|do) (?:that|this|it|these|those)(?: \w+)? mean\b"
+    r"|\bwhat(?:'s| is) (?:that|this) (?:supposed to )?mean\b|\bexplain (?:it|that|this)\b",
+    re.I,
+)
+# A merchant's "can you make it shorter?": the steps alone are the short answer. (In the
+# agent profile the same words refine the last draft and never reach here.)
+_ASKS_SHORTER = re.compile(r"\b(?:shorter|short version|briefer|briefly|tl;?dr|in short)\b", re.I)
+# "it still doesn't work", "didn't help": repeating the answer helps no one, so the reply
+# acknowledges it, points at what else to check and offers the hand-off.
+STILL_FAILING = re.compile(
+    r"\bstill (?:doesn'?t|does not|isn'?t|is not|not|won'?t|fail\w*|broken|the same|same"
+    r"|get(?:ting)? (?:the|this|that|it|an?))\b"
+    r"|\b(?:didn'?t|did not|doesn'?t|does not) (?:help|work|fix)\b|\bno luck\b",
+    re.I,
+)
 
 # A pasted message longer than this is collapsed in the answer's echo of it.
 ECHO_CHARS = 160
@@ -492,10 +509,18 @@ def matching_part(question: str, entry: Entry) -> SubError | None:
 
 
 def follow_up_intent(question: str) -> str | None:
-    """``"fix"`` or ``"cause"`` when a question asks for one part of an answer, else None."""
-    if _ASKS_CAUSE.search(question):
+    """What a follow-up asks of the answer just shown, else None.
+
+    ``"fix"``: only the steps ("how do I fix it?", "can you make it shorter?");
+    ``"cause"``: only the explanation ("why?", "what does that mean?"); ``"still"``:
+    the steps did not help ("it still doesn't work").
+    """
+    # Checked first: "still failing, why?" reports that the steps failed.
+    if STILL_FAILING.search(question):
+        return "still"
+    if _ASKS_CAUSE.search(question) or _ASKS_MEANING.search(question):
         return "cause"
-    if _ASKS_FIX.search(question):
+    if _ASKS_FIX.search(question) or _ASKS_SHORTER.search(question):
         return "fix"
     return None
 
@@ -636,11 +661,46 @@ def merchant_answer_markdown(answer: Answer, intent: str | None = None) -> str:
     open.
     """
     best, *others = [c.entry for c in answer.citations]
+    if intent == "still":
+        return still_failing_markdown(best, [c.entry for c in answer.related] + others)
     parts = [merchant_entry_markdown(answer.question, best, intent)]
     if others and intent is None:
         names = " · ".join(f"“{plain_title(e)}”" for e in others)
         parts.append(f"*Also related: {names} (in the sources).*")
     return "\n\n".join(parts)
+
+
+def still_failing_markdown(entry: Entry, others: Sequence[Entry] = ()) -> str:
+    """The reply to "it still doesn't work" after ``entry`` was shown: not a repeat.
+
+    It acknowledges that the steps did not help, points at what else the entry or
+    the related entries give to check, and offers the "Talk to a human" hand-off.
+    """
+    lines = [f"Sorry, “{plain_title(entry)}” is still not solved."]
+    checks: list[str] = []
+    steps = [
+        item
+        for kind, items in solution_blocks(entry.solution or "")
+        if kind == "steps"
+        for item in items
+    ]
+    if len(steps) > 1:
+        # The last step is the one most often skipped (save, re-run the task).
+        checks.append(f"that every step was done, including the last: {_WS.sub(' ', steps[-1])}")
+    for p in entry.parts:
+        checks.append(f"whether the message is “{p.message}”, which has its own steps")
+    seen: set[str] = {entry.id}
+    for other in others:
+        if other.id not in seen:
+            seen.add(other.id)
+            checks.append(f"“{plain_title(other)}” (in the sources)")
+    if checks:
+        lines.append("Also check:\n" + "\n".join(f"- {c}" for c in checks[:4]))
+    lines.append(
+        "If it still fails, choose **Talk to a human** below: Junipeer support gets your "
+        "question, the error and what I suggested."
+    )
+    return "\n\n".join(lines)
 
 
 def render_draft(draft: Draft, style: str = "default", refinement: bool = False) -> RenderedMessage:

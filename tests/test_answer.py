@@ -540,3 +540,26 @@ def test_ansi_colour_codes_do_not_raise(bot):
 def test_ansi_coloured_log_line_is_answered(bot):
     answer = bot.answer("\x1b[31mFiscal year not available\x1b[0m")
     assert _cited_ids(answer)[:1] == ["FORTNOX_FISCAL_YEAR"]
+
+
+@pytest.mark.parametrize(
+    ("follow_up", "intent"),
+    [
+        ("it still doesn't work", "still"),
+        ("still failing", "still"),
+        ("didn't help", "still"),
+        ("what does that mean?", "cause"),
+        ("can you make it shorter?", "fix"),
+    ],
+)
+def test_follow_ups_after_an_error_answer_stay_on_its_entry(real_bot, follow_up, intent) -> None:
+    from bot import chat_render as render
+
+    first = real_bot.answer("Customer name cannot be empty (2000637)")
+    history = render.add_turns([], first.question, first)
+    then = real_bot.answer(follow_up, history=history)
+    assert then.citations, follow_up
+    assert then.citations[0].entry.id == first.citations[0].entry.id
+    shown = render.render_answer(then, history=history)
+    assert shown.metadata["intent"] == intent
+    assert shown.content != render.render_answer(first).content

@@ -584,3 +584,63 @@ def test_follow_up_cues(question, cue) -> None:
     from bot.answer import follow_up_cue
 
     assert follow_up_cue(question) == cue
+
+
+def test_follow_ups_after_an_error_answer_do_not_repeat_it() -> None:
+    first = _answer("Fiscal year not available", FISCAL)
+    history = render.add_turns([], first.question, first)
+    full = render.render_answer(first).content
+
+    # "What does that mean?" gets the plain explanation, as "why?" does.
+    meaning = render.render_answer(_answer("what does that mean?", FISCAL), history=history)
+    assert meaning.metadata["intent"] == "cause"
+    assert "**Why it happens:** The order date falls" in meaning.content
+    assert "1. In Fortnox" not in meaning.content
+
+    # A merchant's "can you make it shorter?" gets just the steps.
+    shorter = render.render_answer(_answer("can you make it shorter?", FISCAL), history=history)
+    assert shorter.metadata["intent"] == "fix"
+    assert "1. In Fortnox, go to Settings" in shorter.content
+    assert "Why it happens" not in shorter.content
+    assert len(shorter.content) < len(full)
+
+    # "It still doesn't work": acknowledged, what else to check, the hand-off offered.
+    for said in ("it still doesn't work", "still failing", "didn't help"):
+        still = render.render_answer(_answer(said, FISCAL, VAT, score=1.0), history=history)
+        assert still.metadata["intent"] == "still", said
+        content = still.content
+        assert content != full
+        assert "still not solved" in content
+        assert "including the last: After creating the fiscal year, retry the failed tasks." in (
+            content
+        )
+        assert "(in the sources)" in content
+        assert "**Talk to a human**" in content
+        assert "Why it happens" not in content
+        assert "1. In Fortnox" not in content
+
+
+def test_more_follow_up_intents() -> None:
+    assert render.follow_up_intent("what does that mean?") == "cause"
+    assert render.follow_up_intent("What does this error mean") == "cause"
+    assert render.follow_up_intent("can you make it shorter?") == "fix"
+    assert render.follow_up_intent("it still doesn't work") == "still"
+    assert render.follow_up_intent("Still failing, why?") == "still"
+    assert render.follow_up_intent("that didn't help") == "still"
+    assert render.follow_up_intent("can it still be synced?") is None
+
+
+@pytest.mark.parametrize(
+    ("question", "cue"),
+    [
+        ("it still doesn't work", "plain"),
+        ("still failing", "plain"),
+        ("didn't help", "plain"),
+        ("can you make it shorter?", "plain"),
+        ("what does that mean?", "plain"),
+    ],
+)
+def test_reports_about_the_last_answer_are_follow_ups(question, cue) -> None:
+    from bot.answer import follow_up_cue
+
+    assert follow_up_cue(question) == cue
