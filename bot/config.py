@@ -384,10 +384,14 @@ class SecuritySettings(BaseModel):
         ge=1024,
         description="Largest chat socket message (Socket.IO max_http_buffer_size).",
     )
+    # A merchant pastes a whole e-mail thread or log with the error in its first line: it is
+    # answered from its beginning (the bot reads only that far, and says so in plain words).
+    # This is the hard limit against abuse, kept under max_socket_message_bytes for text.
     max_message_chars: int = Field(
-        default=8_000,
+        default=30_000,
         ge=100,
-        description="Longest question or ticket; longer ones are refused with a notice.",
+        description="Longest question or ticket taken (a hard limit against abuse); longer "
+        "ones are refused with a notice. Long ones are answered from their beginning.",
     )
     max_comment_chars: int = Field(
         default=2_000, ge=10, description="Longest feedback comment stored."

@@ -540,6 +540,34 @@ def test_a_long_paste_is_collapsed_and_worded_without_jargon(
     shot(page, "merchant-06-long-paste")
 
 
+def test_a_very_long_paste_is_answered_from_its_beginning(
+    merchant_server: Server, page: Any
+) -> None:
+    page.goto(merchant_server.url)
+    ask(page, "what is error 2000637")
+    page.locator("#side-view-content").wait_for()
+    # A whole e-mail thread pasted, the error in its first line: answered, not refused.
+    paste = "Hi, we get Customer name cannot be empty (2000637) on every order. " + (
+        "Here is the log from our shop system, line by line, as support asked. " * 300
+    )
+    assert 20_000 < len(paste) < 25_000
+    answer = ask(page, paste)
+    text = answer.inner_text()
+    assert "too long" not in text
+    assert "Customer name cannot be empty" in text
+    assert "Your message was long, so I read only its beginning." in text
+    assert "token" not in text
+    # Over the hard limit (still within the socket's buffer): refused, and the panel no
+    # longer shows the previous answer's entry beside the refusal.
+    before = page.locator(ANSWER).count()
+    page.locator("#chat-input").fill("x " * 20_000)
+    page.locator("#chat-submit:not([disabled])").click(timeout=ANSWER_TIMEOUT_MS)
+    refusal = page.locator(ANSWER).nth(before)
+    refusal.get_by_text("too long").wait_for(timeout=ANSWER_TIMEOUT_MS)
+    page.wait_for_function("() => !document.querySelector('#side-view-content')")
+    shot(page, "merchant-06b-very-long-paste")
+
+
 def test_html_typed_by_a_merchant_is_shown_as_text(merchant_server: Server, page: Any) -> None:
     page.goto(merchant_server.url)
     ask(page, 'Error <img src="x" onerror="window.__xss = 1"> <b>Fiscal year</b> not available')
