@@ -650,6 +650,8 @@ def _install_guard() -> None:
         if problem is not None:
             init_ws_context(session)
             await cl.Message(content=problem).send()
+            # The panel must not keep the previous answer's entry beside a refusal.
+            await _clear_side_panel()
             return
         # In place of Chainlit's handler (which only starts its process_message as the
         # session's task): the same, with the loading signal only for a slow reply.
@@ -1036,12 +1038,14 @@ async def _guarded(work: Callable[[], Awaitable[None]]) -> None:
     """Run one user request: rate-limited, and never showing the user a raw exception."""
     if wait := await _rate_limit_wait():
         await cl.Message(content=render.rate_limited_text(wait)).send()
+        await _clear_side_panel()
         return
     try:
         await work()
     except Exception:
         log.exception("Answering failed")
         await cl.Message(content=ANSWER_FAILED, actions=[_handoff_action()]).send()
+        await _clear_side_panel()
 
 
 @cl.on_message
