@@ -1210,13 +1210,12 @@ async def _on_handoff(action: cl.Action) -> None:
         return
 
     done.add(answer_id)
+    handed = False
 
     async def send_handoff() -> None:
-        try:
-            await hand_off()
-        except BaseException:
-            done.discard(answer_id)  # not handed off: the merchant may try again
-            raise
+        nonlocal handed
+        await hand_off()
+        handed = True
 
     async def hand_off() -> None:
         thread_id = session.thread_id
@@ -1234,7 +1233,13 @@ async def _on_handoff(action: cl.Action) -> None:
         # The button has done its work: it goes, so the hand-off is not asked for twice.
         await action.remove()
 
-    await _guarded(send_handoff)
+    try:
+        await _guarded(send_handoff)
+    finally:
+        if not handed:
+            # Refused by the rate limit, failed or cancelled: not handed off, so the
+            # merchant may click again.
+            done.discard(answer_id)
 
 
 @cl.action_callback(render.REDRAFT_ACTION)
