@@ -309,6 +309,17 @@ class ChatSettings(BaseModel):
             "are taken as the client."
         ),
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _named_proxies_only(cls, value: str) -> str:
+        # uvicorn reads "*" as "every peer is a proxy" and then takes the client from the
+        # left-most X-Forwarded-For entry, which any client can write: limits and lockouts
+        # would be dodged by a header.
+        if any(p.strip() == "*" or "/" in p for p in value.split(",")):
+            raise ValueError("list the proxies' own addresses (no '*' and no networks)")
+        return value
+
     stream_seconds: float = Field(
         default=0,
         ge=0,

@@ -65,6 +65,20 @@ def test_invalid_settings_name_each_variable(monkeypatch):
     assert "SUPPORTBOT_CHAT__PORT='70000': Input should be less than or equal to 65535" in message
 
 
+def test_trusted_proxies_are_named_addresses(monkeypatch):
+    import pytest
+
+    from bot.config import SettingsError, load_settings
+
+    # "*" would make uvicorn (FORWARDED_ALLOW_IPS) believe any client's X-Forwarded-For.
+    for value in ("*", "127.0.0.1, *", "10.0.0.0/8"):
+        monkeypatch.setenv("SUPPORTBOT_CHAT__TRUSTED_PROXIES", value)
+        with pytest.raises(SettingsError, match="SUPPORTBOT_CHAT__TRUSTED_PROXIES"):
+            load_settings()
+    monkeypatch.setenv("SUPPORTBOT_CHAT__TRUSTED_PROXIES", "127.0.0.1,10.1.2.3")
+    assert load_settings().chat.trusted_proxies == "127.0.0.1,10.1.2.3"
+
+
 def test_cli_reports_invalid_settings_without_traceback(monkeypatch):
     from typer.testing import CliRunner
 
