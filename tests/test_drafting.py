@@ -17,25 +17,8 @@ from bot.drafting import (
     seen_message,
     typed_refinement,
 )
-from ingest.entries import Entry
+from tests.test_chat_view import FISCAL
 
-FISCAL = Entry(
-    id="FORTNOX_FISCAL_YEAR",
-    kind="error_code",
-    title="FORTNOX_FISCAL_YEAR",
-    source="error-codes.txt",
-    line=35,
-    code="FORTNOX_FISCAL_YEAR",
-    severity="Error",
-    message="Fiscal year not available",
-    cause="The order date falls in a fiscal year that has not been created in Fortnox.",
-    solution=(
-        "In Fortnox, go to Settings → Bookkeeping → Fiscal Year and create the missing fiscal "
-        "year. This commonly occurs at the start of a new calendar year if the next year's "
-        "fiscal period has not been set up yet. After creating the fiscal year, retry the "
-        "failed tasks."
-    ),
-)
 # As the FAQ writes the contacts: the last line is advice for merchants contacting support.
 CONTACTS = (
     "- Email: support@junipeer.io\n- Phone: +46 (0)8 480 014 30\n"
