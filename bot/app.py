@@ -898,7 +898,7 @@ async def _on_suggestion(action: cl.Action) -> None:
     async with cl.Step(name="on_message", type="run", parent_id=asked.id) as run:
         run.input = message
         _issue(run.id)
-        await _guarded(lambda: _answer(message))
+        await _guarded(lambda: _answer(message), question=message)
 
 
 # The thread each live session was last resumed into (see _chat_resume).
@@ -1034,8 +1034,13 @@ ANSWER_FAILED = (
 )
 
 
-async def _guarded(work: Callable[[], Awaitable[None]]) -> None:
-    """Run one user request: rate-limited, and never showing the user a raw exception."""
+async def _guarded(work: Callable[[], Awaitable[None]], question: str | None = None) -> None:
+    """Run one user request: rate-limited, and never showing the user a raw exception.
+
+    Args:
+        work: The request.
+        question: What the merchant asked, for the hand-off offered if it fails.
+    """
     if wait := await _rate_limit_wait():
         await cl.Message(content=render.rate_limited_text(wait)).send()
         await _clear_side_panel()
@@ -1044,7 +1049,10 @@ async def _guarded(work: Callable[[], Awaitable[None]]) -> None:
         await work()
     except Exception:
         log.exception("Answering failed")
-        await cl.Message(content=ANSWER_FAILED, actions=[_handoff_action()]).send()
+        action = _handoff_action()
+        if question:
+            action.payload = render.failed_handoff_payload(question)
+        await cl.Message(content=ANSWER_FAILED, actions=[action]).send()
         await _clear_side_panel()
 
 
@@ -1072,9 +1080,9 @@ async def _reply(message: cl.Message) -> None:
             # are not new tickets (nor gaps).
             await _guarded(lambda: _refine(ticket, refinement))
         else:
-            await _guarded(lambda: _draft(message.content, "default"))
+            await _guarded(lambda: _draft(message.content, "default"), question=message.content)
     else:
-        await _guarded(lambda: _answer(message.content))
+        await _guarded(lambda: _answer(message.content), question=message.content)
 
 
 async def _title_thread(question: str, citations: tuple) -> None:

@@ -883,8 +883,10 @@ class Handoff:
     # The conversation's ID (for `supportbot handoffs --thread`) and the answer's.
     conversation: str = ""
     answer_id: str = ""
-    # False when the hand-off is not about any answer (e.g. after an error).
+    # False when the hand-off is not about any answer.
     answered: bool = True
+    # Said when the assistant failed on the question (an error on its side), else "".
+    error: str = ""
 
     @property
     def subject(self) -> str:
@@ -908,7 +910,9 @@ class Handoff:
             lines += ["", f"Error: {' — '.join(x for x in (self.code, self.message) if x)}"]
         if self.seen:
             lines += [f"I saw: {self.seen}"]
-        if self.suggested:
+        if self.error:
+            lines += ["", self.error]
+        elif self.suggested:
             lines += ["", f"The assistant suggested: {self.suggested}"]
         elif self.offered:
             lines += ["", f"The assistant had no sure answer; it offered: {self.offered}"]
@@ -1029,6 +1033,7 @@ def build_handoff(
         conversation=conversation,
         answer_id=answer_id,
         answered=last_answer is not None,
+        error=str(facts.get("error") or ""),
     )
 
 
@@ -1042,7 +1047,16 @@ def handoff_payload(answer_metadata: Mapping[str, Any] | None) -> dict[str, Any]
     }
 
 
-_FACT_KEYS = ("code", "message", "suggested", "offered", "seen", "asked")
+_FACT_KEYS = ("code", "message", "suggested", "offered", "seen", "asked", "error")
+HANDOFF_FAILED = "The assistant could not answer this (an error on its side)."
+
+
+def failed_handoff_payload(question: str) -> dict[str, Any]:
+    """What the button under "something went wrong" carries: the question that failed.
+
+    Without it the hand-off would describe the conversation's previous answer.
+    """
+    return {"question": question, "facts": {"error": HANDOFF_FAILED}}
 
 
 def handoff_answer(payload: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -554,9 +554,20 @@ def test_a_handoff_after_no_answer_says_so_in_words() -> None:
     )
     body = render.build_handoff(CONTACTS_MD, "x", render.render_answer(near).metadata, "").body
     assert "The assistant had no sure answer; it offered: “Could not retrieve/find VAT”" in body
-    # No answer at all (the hand-off after an error): nothing is claimed about one.
+    # No answer at all: nothing is claimed about one.
     body = render.build_handoff(CONTACTS_MD, "x", None, "").body
     assert "The assistant" not in body
+
+
+def test_a_handoff_after_a_failure_names_the_question_that_failed() -> None:
+    # The button under "something went wrong" carries the failed question; the browser
+    # sends it back and it is checked like any other.
+    clicked = render.handoff_answer(render.failed_handoff_payload("Orders fail with 2000637"))
+    body = render.build_handoff(CONTACTS_MD, "x@example.com", clicked, "").body
+    assert "I need help with this:\n\nOrders fail with 2000637" in body
+    assert render.HANDOFF_FAILED in body
+    assert "found nothing" not in body
+    assert "suggested" not in body
 
 
 @pytest.mark.parametrize(
