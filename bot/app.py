@@ -1049,10 +1049,8 @@ async def _guarded(work: Callable[[], Awaitable[None]], question: str | None = N
         await work()
     except Exception:
         log.exception("Answering failed")
-        action = _handoff_action()
-        if question:
-            action.payload = render.failed_handoff_payload(question)
-        await cl.Message(content=ANSWER_FAILED, actions=[action]).send()
+        failed = render.failed_handoff_payload(question) if question else None
+        await cl.Message(content=ANSWER_FAILED, actions=[_handoff_action(failed)]).send()
         await _clear_side_panel()
 
 
@@ -1220,12 +1218,8 @@ async def _on_handoff(action: cl.Action) -> None:
     done.add(answer_id)
     handed = False
 
-    async def send_handoff() -> None:
-        nonlocal handed
-        await hand_off()
-        handed = True
-
     async def hand_off() -> None:
+        nonlocal handed
         thread_id = session.thread_id
         handoff = render.build_handoff(
             (await bot()).support_contacts(),
@@ -1240,9 +1234,10 @@ async def _on_handoff(action: cl.Action) -> None:
         _issue(sent.id, cl.context.current_step.id if cl.context.current_step else None)
         # The button has done its work: it goes, so the hand-off is not asked for twice.
         await action.remove()
+        handed = True
 
     try:
-        await _guarded(send_handoff)
+        await _guarded(hand_off)
     finally:
         if not handed:
             # Refused by the rate limit, failed or cancelled: not handed off, so the

@@ -796,22 +796,11 @@ def thread_title(question: str, citations: Sequence[Citation]) -> str:
 def last_draft(steps: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
     """The ticket and style of the last draft in a resumed thread's steps (for refinements)."""
     for step in reversed(steps):
-        meta = step.get("metadata") or {}
-        if isinstance(meta, str):
-            try:
-                meta = json.loads(meta)
-            except ValueError:
-                continue
-        if isinstance(meta, Mapping) and meta.get("kind") == "draft" and meta.get("question"):
+        meta = _as_dict(step.get("metadata"))
+        if meta.get("kind") == "draft" and meta.get("question"):
             style = meta.get("style")
             return str(meta["question"]), style if style in STYLE_LABELS else "default"
     return None
-
-
-def last_draft_ticket(steps: Sequence[Mapping[str, Any]]) -> str | None:
-    """The ticket of the last draft in a resumed thread's steps (for its refinements)."""
-    found = last_draft(steps)
-    return found[0] if found else None
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

@@ -403,8 +403,8 @@ def test_resumed_thread_finds_its_last_draft_ticket() -> None:
         },
         {"type": "assistant_message", "metadata": {"kind": "handoff"}},
     ]
-    assert render.last_draft_ticket(steps) == TICKET
-    assert render.last_draft_ticket([]) is None
+    assert render.last_draft(steps)[0] == TICKET
+    assert render.last_draft([]) is None
 
 
 def test_handoff_button_carries_its_answer_and_distrusts_the_browser() -> None:
